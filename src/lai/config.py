@@ -1,0 +1,267 @@
+"""Typed run configuration: YAML in, validated pydantic models out.
+
+Validation happens once, at the edge (``load_config``); everything past it trusts the
+objects. Unknown keys are rejected so a typo such as ``learing_rate`` fails loudly
+instead of silently using a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lai.errors import ConfigError
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolConfig(Section):
+    """One training pool to draw questions from."""
+
+    task: str = "gsm8k"
+    pool: str = "train"
+    n: int = Field(32, ge=1, description="questions drawn per iteration")
+    path: Path | None = Field(None, description="explicit JSONL file; overrides the data folder")
+
+
+class SelectConfig(Section):
+    pools: list[PoolConfig] = Field(default_factory=lambda: [PoolConfig()])
+
+    @field_validator("pools")
+    @classmethod
+    def _non_empty(cls, pools: list[PoolConfig]) -> list[PoolConfig]:
+        if not pools:
+            raise ValueError("select.pools needs at least one pool")
+        return pools
+
+
+class TargetConfig(Section):
+    """The model being improved."""
+
+    backend: str = "hf"
+    model: str = EMBEDDED_MODEL
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
+
+
+class LocalInstructorConfig(Section):
+    """An instructor server that lai starts on 127.0.0.1 and stops at the end."""
+
+    enabled: bool = False
+    server: Literal["llama_cpp"] = "llama_cpp"
+    model: str = EMBEDDED_MODEL
+    port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int = Field(2, ge=1)
+    startup_timeout_s: float = Field(120.0, gt=0)
+
+
+class InstructorConfig(Section):
+    """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp), or a scripted fake."""
+
+    backend: str = "openai"
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    api_key_env: str | None = Field(
+        None, description="name of the environment variable that holds the API key"
+    )
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(1024, ge=1)
+    seed: int | None = None
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(180.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    local: LocalInstructorConfig = Field(default_factory=LocalInstructorConfig)
+    options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name_not_key(cls, value: str | None) -> str | None:
+        # People paste the key itself here; refuse it so it never lands in config.yaml.
+        if value and (value.startswith("sk-") or len(value) > 64 or not value.replace("_", "").isalnum()):
+            raise ValueError(
+                "api_key_env is the NAME of an environment variable (e.g. OPENAI_API_KEY), not the key"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _endpoint_known(self) -> InstructorConfig:
+        if self.backend == "openai" and not self.local.enabled and not self.base_url:
+            raise ValueError(
+                "instructor.base_url is required unless instructor.local.enabled is true "
+                "(use https://api.openai.com/v1 for OpenAI)"
+            )
+        return self
+
+
+class StrategyConfig(Section):
+    name: str = "le"
+    budget: int = Field(64, ge=1, description="total new samples wanted per iteration")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+
+
+class TrainConfig(Section):
+    backend: str = "sft"
+    method: Literal["lora", "full"] = "lora"
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="-1: run the full epochs")
+    learning_rate: float = Field(2e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(512, ge=16)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    lr_scheduler: str = "cosine"
+    gradient_checkpointing: bool = True
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class BenchmarkConfig(Section):
+    task: str = "gsm8k"
+    pool: str = "test"
+    limit: int | None = Field(None, ge=1)
+    path: Path | None = None
+
+
+class EvaluateConfig(Section):
+    benchmarks: list[BenchmarkConfig] = Field(default_factory=lambda: [BenchmarkConfig()])
+    baseline: bool = Field(True, description="also evaluate the starting model (iteration 0)")
+
+
+class RunConfig(Section):
+    """The whole run; ``configs/demo.yaml`` is the annotated example."""
+
+    name: str = "run"
+    seed: int = 1234
+    iterations: int = Field(1, ge=1)
+    data_dir: Path | None = None
+    target: TargetConfig = Field(default_factory=TargetConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    instructor: InstructorConfig = Field(
+        default_factory=lambda: InstructorConfig(local=LocalInstructorConfig(enabled=True))
+    )
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> RunConfig:
+        # Imported here: the registries import this module's types.
+        from lai.instructor import INSTRUCTORS
+        from lai.models import TARGETS
+        from lai.strategies import STRATEGIES
+        from lai.tasks import TASKS
+        from lai.train import TRAINERS
+
+        for pool in self.select.pools:
+            _check_pool(TASKS, pool.task, pool.pool, "select.pools")
+        for bench in self.evaluate.benchmarks:
+            _check_pool(TASKS, bench.task, bench.pool, "evaluate.benchmarks")
+        for registry, name, where in (
+            (TARGETS, self.target.backend, "target.backend"),
+            (INSTRUCTORS, self.instructor.backend, "instructor.backend"),
+            (STRATEGIES, self.strategy.name, "strategy.name"),
+            (TRAINERS, self.train.backend, "train.backend"),
+        ):
+            if name not in registry:
+                raise ValueError(f"{where}: unknown {registry.kind} {name!r}; choose one of {registry.names()}")
+        return self
+
+
+def _check_pool(tasks: Any, task: str, pool: str, where: str) -> None:
+    if task not in tasks:
+        raise ValueError(f"{where}: unknown task {task!r}; choose one of {tasks.names()}")
+    pools = tasks.get(task).pools
+    if pool not in pools:
+        raise ValueError(f"{where}: task {task!r} has no pool {pool!r}; it has {list(pools)}")
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["train.epochs=2", "target.batch_size=8"]`` into a nested dict.
+
+    Values are parsed as YAML scalars so ``2`` is an int and ``true`` a bool.
+    """
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad --set {item!r}", hint="write --set key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        cursor = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+            if not isinstance(cursor, dict):
+                raise ConfigError(f"--set {item!r} conflicts with another --set")
+        cursor[parts[-1]] = value
+    return nested
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One readable line per problem: ``train.epochs: Input should be greater than 0``."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see configs/demo.yaml for the valid keys)"
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)
+
+
+def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"invalid {source}: {format_validation_error(error)}") from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config, apply ``--set`` overrides, and validate the result."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", hint="pass the path to a YAML file such as configs/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, not a {type(raw).__name__}")
+    raw = deep_merge(raw, parse_overrides(overrides or []))
+    return build_config(raw, source=str(path))
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

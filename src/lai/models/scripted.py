@@ -1,0 +1,51 @@
+"""A scripted target for fast tests (cf. lm-eval's DummyLM, llm's MockModel).
+
+Replies come from a queue (``enqueue``) when one is set, otherwise from a deterministic
+rule so a run through the CLI is reproducible: the answer is a number derived from a
+hash of the prompt, which is occasionally right and usually wrong. ``history`` records
+every prompt it was asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from lai.models.base import Messages, Target
+
+
+class ScriptedTarget(Target):
+    def __init__(
+        self,
+        model: str,
+        *,
+        delay_s: float = 0.0,
+        modulus: int = 7,
+        **settings: Any,
+    ) -> None:
+        super().__init__(model)
+        self.delay_s = float(delay_s)
+        self.modulus = int(modulus)
+        self.queue: list[str] = []
+        self.history: list[Messages] = []
+
+    def enqueue(self, replies: list[str]) -> None:
+        self.queue.extend(replies)
+
+    def _rule(self, prompt: Messages) -> str:
+        digest = hashlib.sha256((self.model + repr(prompt)).encode()).digest()
+        value = int.from_bytes(digest[:4], "big") % self.modulus
+        return f"I think it through quickly.\nThe answer is {value}."
+
+    def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str]:
+        replies = []
+        for prompt in prompts:
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            self.history.append(prompt)
+            replies.append(self.queue.pop(0) if self.queue else self._rule(prompt))
+        return replies
+
+    def fingerprint(self) -> str:
+        return "scripted-" + hashlib.sha256(self.model.encode()).hexdigest()[:12]

@@ -1,0 +1,1 @@
+"""Checks on instructor-written samples before anyone trains on them."""

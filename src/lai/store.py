@@ -1,0 +1,147 @@
+"""The run directory: append-only JSONL records, atomic files, and stage markers.
+
+Resume rests on three rules:
+1. records are appended one line at a time and fsynced, each with a stable ``id``;
+2. a stage writes its ``<stage>.done`` marker only after all its records are on disk;
+3. a torn last line (the process was killed mid-write) is cut off when the file is
+   next opened, so only whole records count.
+A rerun therefore skips finished stages and, inside an unfinished one, the ids already
+written: at most the records in flight are redone, none is duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lai.records import from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    if not path.exists():
+        return default
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def repair_jsonl(path: Path) -> int:
+    """Cut a torn final line left by a killed writer; return how many bytes were dropped."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as handle:
+        handle.truncate(keep)
+    dropped = len(data) - keep
+    log.warning("dropped a torn last record (%d bytes) in %s", dropped, path)
+    return dropped
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    repair_jsonl(path)
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+    return rows
+
+
+def read_records(path: Path, cls: type[Any]) -> list[Any]:
+    return [from_dict(cls, row) for row in read_jsonl(path)]
+
+
+class JsonlWriter:
+    """Appends records durably; one fsync per call to :meth:`write`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_jsonl(path)
+        self._handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def write(self, records: Iterable[Any]) -> None:
+        text = to_jsonl(records)
+        if not text:
+            return
+        # One write call per batch: a kill leaves at most a torn tail, never interleaving.
+        self._handle.write(text)
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_dict(record: Any) -> dict[str, Any]:
+    return record if isinstance(record, dict) else to_dict(record)
+
+
+def to_jsonl(records: Iterable[Any]) -> str:
+    return "".join(json.dumps(_as_dict(r), ensure_ascii=False) + "\n" for r in records)
+
+
+class RunStore:
+    """Paths and markers inside one run directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def iteration_dir(self, iteration: int) -> Path:
+        return self.root / f"iter_{iteration:02d}"
+
+    def path(self, iteration: int, name: str) -> Path:
+        return self.iteration_dir(iteration) / name
+
+    def is_done(self, iteration: int, stage: str) -> bool:
+        return self.path(iteration, f"{stage}.done").exists()
+
+    def mark_done(self, iteration: int, stage: str, summary: dict[str, Any] | None = None) -> None:
+        atomic_write_json(self.path(iteration, f"{stage}.done"), summary or {})
+
+    def summary(self, iteration: int, stage: str) -> dict[str, Any]:
+        return read_json(self.path(iteration, f"{stage}.done"), default={}) or {}
+
+    def iterations(self) -> Iterator[int]:
+        for child in sorted(self.root.glob("iter_*")):
+            suffix = child.name.removeprefix("iter_")
+            if child.is_dir() and suffix.isdigit():
+                yield int(suffix)

@@ -1,0 +1,7 @@
+"""Strategies: which errors the instructor sees and how many samples each asks for."""
+
+from lai.registry import Registry
+from lai.strategies.base import Strategy
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+STRATEGIES.register("le", "lai.strategies.le:LearningFromErrors")

@@ -1,0 +1,63 @@
+"""LE, learning from errors (Ying et al., 2024, section 3.2).
+
+Input: the target's wrong attempts (question, its response, the reference answer).
+Output: one instructor request per wrong attempt, each asking for
+``n = ceil(budget / #wrong) + 1`` new samples, as in the paper, so the kept samples
+still reach the budget after some are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+
+from lai.instructor.base import InstructRequest
+from lai.instructor.prompts import render
+from lai.records import Attempt
+from lai.strategies.base import Strategy
+from lai.tasks.base import Task
+
+
+def samples_per_error(budget: int, errors: int) -> int:
+    return math.ceil(budget / errors) + 1 if errors else 0
+
+
+def reply_schema(task: Task, n: int) -> dict[str, object]:
+    return {
+        "type": "object",
+        "properties": {
+            "diagnosis": {"type": "string"},
+            "samples": {"type": "array", "items": task.sample_schema, "minItems": n, "maxItems": n},
+        },
+        "required": ["diagnosis", "samples"],
+    }
+
+
+class LearningFromErrors(Strategy):
+    name = "le"
+    templates = {"math": "le_math"}
+
+    def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
+        errors = [a for a in attempts if not a.correct]
+        n = samples_per_error(self.budget, len(errors))
+        requests = []
+        for attempt in errors:
+            task = tasks[attempt.task]
+            content = render(
+                self.template_for(task),
+                question=attempt.question,
+                response=attempt.response,
+                reference=attempt.reference,
+                n=n,
+            )
+            requests.append(
+                InstructRequest(
+                    id=f"{self.name}:{attempt.id}",
+                    source_ids=[attempt.id],
+                    task=attempt.task,
+                    strategy=self.name,
+                    n_requested=n,
+                    messages=[{"role": "user", "content": content}],
+                    schema=reply_schema(task, n),
+                )
+            )
+        return requests

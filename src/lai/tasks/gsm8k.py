@@ -1,0 +1,109 @@
+"""GSM8K: grade-school math word problems, scored by exact match on the final number.
+
+Protocol ("paper"): a zero-shot chat prompt asking for step-by-step reasoning that ends
+with "The answer is N"; the answer is the number after the last "The answer is" when
+present, else the last number in the response (how the LLMs-as-Instructors paper
+judges GSM8K). Reference: Cobbe et al., 2021, https://github.com/openai/grade-school-math.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from lai.data import PoolSource
+from lai.records import Sample, Score
+from lai.tasks.base import Messages, SampleRejected, Task
+
+_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+_ANSWER_IS = re.compile(r"answer is[:\s]*\**\s*(-?\$?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
+_HASHES = re.compile(r"####\s*(-?\$?\d[\d,]*(?:\.\d+)?)")
+
+PROMPT = (
+    "Solve the following math problem. Think it through step by step, then finish with a "
+    "line of the form 'The answer is N', where N is the final number.\n\n"
+    "Problem: {question}"
+)
+
+
+def normalize_number(text: str) -> str | None:
+    """'$1,234.50' -> '1234.5'; '7.0' -> '7'; not a number -> None."""
+    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return None
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def extract_answer(response: str) -> str | None:
+    for pattern in (_ANSWER_IS, _HASHES):
+        found = pattern.findall(response)
+        if found:
+            return normalize_number(found[-1])
+    numbers = _NUMBER.findall(response)
+    return normalize_number(numbers[-1]) if numbers else None
+
+
+class GSM8K(Task):
+    name = "gsm8k"
+    template_family = "math"
+    pools: ClassVar[dict[str, PoolSource]] = {
+        "train": PoolSource(("gsm8k/train.jsonl",), ("question", "answer"), ("openai/gsm8k", "main", "train")),
+        "test": PoolSource(
+            ("gsm8k/test.jsonl", "gsm8k/test_sample.jsonl"), ("question", "answer"), ("openai/gsm8k", "main", "test")
+        ),
+    }
+    sample_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "question": {"type": "string"},
+            "solution": {"type": "string"},
+            "answer": {"type": "number"},
+        },
+        "required": ["question", "solution", "answer"],
+    }
+
+    def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:
+        solution, _, final = str(row["answer"]).rpartition("####")
+        reference = normalize_number(final) or final.strip()
+        return Sample(
+            id=f"{self.name}/{pool}/{index}",
+            task=self.name,
+            question=str(row["question"]).strip(),
+            reference=reference,
+            meta={"solution": solution.strip()},
+        )
+
+    def prompt(self, sample: Sample) -> Messages:
+        return [{"role": "user", "content": PROMPT.format(question=sample.question)}]
+
+    def score(self, sample: Sample, response: str) -> Score:
+        extracted = extract_answer(response)
+        if extracted is None:
+            return Score(False, None, "no number found in the response")
+        if extracted == sample.reference:
+            return Score(True, extracted, f"final answer {extracted} matches")
+        return Score(False, extracted, f"final answer {extracted}, expected {sample.reference}")
+
+    def check_generated(self, item: dict[str, Any]) -> tuple[str, str, str]:
+        question = str(item.get("question") or "").strip()
+        solution = str(item.get("solution") or "").strip()
+        answer_text = str(item.get("answer") if item.get("answer") is not None else "").strip()
+        if len(question) < 10:
+            raise SampleRejected("missing question")
+        if not any(ch.isdigit() for ch in question):
+            raise SampleRejected("question has no numbers (placeholder or not a math problem)")
+        if not solution:
+            raise SampleRejected("missing solution")
+        answer = normalize_number(answer_text) or extract_answer(answer_text)
+        if answer is None:
+            raise SampleRejected("final answer is not a number")
+        return question, solution, answer
+
+    def training_target(self, solution: str, answer: str) -> str:
+        # Drop GSM8K's calculator annotations ("<<48/2=24>>") so targets read naturally.
+        solution = re.sub(r"<<[^>]*>>", "", solution).strip()
+        return f"{solution}\nThe answer is {answer}."

@@ -1,0 +1,28 @@
+"""The trainer protocol: a model and training examples in, a new model reference out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lai.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One supervised example: chat prompt messages and the assistant reply to learn."""
+
+    prompt: list[dict[str, str]]
+    completion: str
+
+
+class Trainer(ABC):
+    def __init__(self, config: TrainConfig, seed: int = 0) -> None:
+        self.config = config
+        self.seed = seed
+
+    @abstractmethod
+    def train(self, model: str, examples: list[TrainExample], out_dir: Path) -> dict[str, Any]:
+        """Train and save; return a summary whose ``model`` is what the next stage loads."""
