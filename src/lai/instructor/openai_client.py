@@ -104,6 +104,11 @@ class OpenAIInstructor(Instructor):
             return failed_record(
                 request, self.model_name, f"HTTP {error.status_code}: {str(error)[:300]}", time.monotonic() - started
             )
+        except (ValueError, openai.APIResponseValidationError) as error:  # a body that is not JSON
+            return failed_record(
+                request, self.model_name, f"malformed response: {type(error).__name__}: {str(error)[:200]}",
+                time.monotonic() - started,
+            )
         seconds = time.monotonic() - started
         if not getattr(response, "choices", None):
             return failed_record(request, self.model_name, "reply had no choices", seconds)

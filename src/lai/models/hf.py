@@ -37,8 +37,10 @@ def pick_dtype(dtype: str, device: str) -> Any:
 
 def load_model_and_tokenizer(source: ModelSource, dtype: Any, device: str) -> tuple[Any, Any]:
     """Load with clear errors: a missing or broken model is a user problem, not a traceback."""
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    transformers.logging.disable_progress_bar()  # lai draws its own bars
     kwargs: dict[str, Any] = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.location, **kwargs)

