@@ -7,6 +7,7 @@ traceback. Progress bars and tables are drawn here and nowhere else.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -121,8 +122,8 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     """Rebuild report.md from a run directory."""
     from lai.report.markdown import write_report
 
-    if not (run_dir / "config.yaml").exists():
-        raise LaiError(f"{run_dir} is not a lai run directory (no config.yaml)")
+    if not (run_dir / "manifest.json").exists():
+        raise LaiError(f"{run_dir} is not a lai run directory (no manifest.json)", hint="pass the folder lai run wrote")
     console.print(f"report: {write_report(run_dir)}")
 
 
@@ -135,7 +136,13 @@ def tasks() -> None:
         print(f"{name}: {', '.join(TASKS.get(name).pools)}")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds through every `finally`, so servers are stopped and files closed.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         app(standalone_mode=False)
     except LaiError as error:

@@ -127,7 +127,7 @@ class TrainConfig(Section):
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(512, ge=16)
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    warmup_steps: float = Field(0, ge=0, description="steps, or a fraction of all steps when below 1")
     lr_scheduler: str = "cosine"
     gradient_checkpointing: bool = True
     lora: LoraConfig = Field(default_factory=LoraConfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -132,10 +133,8 @@ def written_ids(run_dir: Path) -> set[str]:
     ids: set[str] = set()
     for path in run_dir.glob("iter_*/instruct.jsonl"):
         for line in path.read_text().splitlines():
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # a torn last line is no record
                 ids.add(json.loads(line)["id"])
-            except json.JSONDecodeError:
-                pass  # a torn last line: not a written record
     return ids
 
 

@@ -2,9 +2,8 @@
 
 The server runs in its own process group so stopping it (SIGTERM, then SIGKILL after a
 grace period) also ends any children; an ``atexit`` hook stops it if lai dies of an
-exception. A ``kill -9`` of lai cannot run hooks: the server then notices nothing, so
-the next run starts a fresh one on a fresh port and the orphan is harmless but wasteful
-(its PID is in the server log for cleanup).
+exception, and on Linux the kernel sends it SIGTERM when lai dies of anything, ``kill -9``
+included (``PR_SET_PDEATHSIG``), so no orphaned server holds the port or the CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +28,15 @@ from lai.models.resolve import embedded_gguf
 log = logging.getLogger(__name__)
 
 ALIAS = "local-instructor"
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when lai dies, even by ``kill -9``."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # noqa: N806 - the kernel's name
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -82,7 +90,12 @@ class LocalInstructorServer:
         # Secrets are not the server's business: it gets a minimal environment.
         env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH") if key in os.environ}
         self.process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=env
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            preexec_fn=_die_with_parent,
         )
         log_file.close()
         atexit.register(self.stop)

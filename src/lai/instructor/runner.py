@@ -7,7 +7,7 @@ are still written, and then the error goes up: a rerun sends only what is missin
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from lai.instructor.base import Instructor, InstructRequest
@@ -36,7 +36,7 @@ def run_requests(
     with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=instructor.concurrency) as pool:
         futures = {pool.submit(instructor.complete, request) for request in requests}
         while futures:
-            finished, futures = wait(futures, return_when=FIRST_EXCEPTION)
+            finished, futures = wait(futures, return_when=FIRST_COMPLETED)
             for future in finished:
                 if future.cancelled():
                     continue

@@ -57,7 +57,7 @@ class SFTTrainerBackend(Trainer):
             gradient_accumulation_steps=cfg.grad_accum,
             learning_rate=cfg.learning_rate,
             lr_scheduler_type=cfg.lr_scheduler,
-            warmup_ratio=cfg.warmup_ratio,
+            warmup_steps=cfg.warmup_steps,
             max_length=cfg.max_length,
             completion_only_loss=True,
             gradient_checkpointing=cfg.gradient_checkpointing,
