@@ -179,3 +179,18 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_records(data_dir: P
     assert sum(counts.values()) - len(counts) <= kills
     summaries = load_summaries(run_dir)
     assert summaries.keys() == load_summaries(tmp_path / "ref").keys()
+
+
+def test_a_train_slice_benchmark_is_never_selected(data_dir: Path, tmp_path: Path) -> None:
+    config = build_config(
+        fake_config(
+            data_dir, tmp_path / "log", iterations=1,
+            select={"pools": [{"task": "gsm8k", "pool": "train", "n": 8000}]},
+            evaluate={"benchmarks": [{"task": "gsm8k", "pool": "train", "limit": 40}]},
+        )
+    )  # fmt: skip
+    pipeline = Pipeline(config, tmp_path / "run")
+    pipeline.select(1)
+    selected = {json.loads(x)["id"] for x in (tmp_path / "run/iter_01/selection.jsonl").read_text().splitlines()}
+    held_out = {f"gsm8k/train/{i}" for i in range(40)}
+    assert len(selected) == 7473 - 40 and not selected & held_out
