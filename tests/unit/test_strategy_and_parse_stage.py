@@ -59,15 +59,17 @@ def test_parse_stage_keeps_good_samples_and_explains_every_drop() -> None:
     example = {"question": "A baker fills 4 trays with 12 muffins each. How many muffins does she bake?", "solution": "48", "answer": 48}
     source = {"question": "Question number 1: what is 1 + 1?", "solution": "2", "answer": 2}
     placeholder = {"question": "<a new question>", "solution": "s", "answer": 1}
+    cut_example = {"question": "A baker fills 4 trays with 12 muffins each.", "solution": "12 * 4 = 48", "answer": 48}
+    swapped = {"question": "A baker fills 5 trays with 12 muffins each. How many muffins does she bake?", "solution": "60", "answer": 60}
     records = [
-        record("a", json.dumps({"diagnosis": "adds", "samples": [good, example, source, placeholder, good]})),
+        record("a", json.dumps({"diagnosis": "adds", "samples": [good, example, source, placeholder, good, cut_example, swapped]})),
         record("b", "no idea"),
         record("c", "", status="failed"),
     ]
     samples = parse_records(records, TASKS, {"gsm8k/train/1": "Question number 1: what is 1 + 1?"}, iteration=1)
     kept = [s for s in samples if s.kept]
     assert [(s.question, s.answer, s.diagnosis) for s in kept] == [(good["question"], "10", "adds")]
-    assert drop_reasons(samples) == {"copy": 2, "format": 1, "duplicate": 1, "unparseable reply": 1, "request failed": 1}
+    assert drop_reasons(samples) == {"copy": 4, "format": 1, "duplicate": 1, "unparseable reply": 1, "request failed": 1}
     unparseable = next(s for s in samples if s.id == "b#reply")
     assert unparseable.raw == "no idea"  # the malformed reply is kept with its reason
     assert len({s.id for s in samples}) == len(samples)

@@ -20,6 +20,25 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
+def is_near_copy(text: str, originals: set[str], threshold: float = 0.7) -> bool:
+    """True when ``text`` repeats one of ``originals``, whole, in part, or with a few words changed.
+
+    Weak instructors copy the prompt's example with its last sentence cut off, or swap a
+    number; exact matching misses both. Word-set overlap (Jaccard) is enough at this scale;
+    embedding near-duplicates are a separate, optional check.
+    """
+    words = set(text.split())
+    for original in originals:
+        if not original:
+            continue
+        if text == original or (len(text) >= 20 and (text in original or original in text)):
+            return True
+        other = set(original.split())
+        if words and other and len(words & other) / len(words | other) >= threshold:
+            return True
+    return False
+
+
 def example_questions(record: InstructRecord) -> set[str]:
     """Questions quoted as the format example in the prompt itself."""
     prompt = "\n".join(m["content"] for m in record.messages)
@@ -77,7 +96,7 @@ def parse_records(
                 drop(str(index), f"format: {reason}", **fields)
                 continue
             key = normalize_text(question)
-            if key in banned:
+            if is_near_copy(key, banned):
                 drop(str(index), "copy: repeats the source question or the prompt's example", **fields)
                 continue
             if key in seen:
