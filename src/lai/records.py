@@ -30,6 +30,8 @@ class Score:
     correct: bool
     extracted: str | None
     reason: str  # plain words the instructor and the report can show
+    #: further verdicts by metric name, e.g. {"strict-match": True, "flexible-extract": True}
+    metrics: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,14 @@ class Attempt:
     task: str
     question: str
     reference: str
-    prompt: list[dict[str, str]]
+    prompt: list[dict[str, str]] | str
     response: str
     extracted: str | None
     correct: bool
     reason: str
+    protocol: str = "paper"
+    metrics: dict[str, bool] = field(default_factory=dict)
+    group: str | None = None  # subject / perturbation type / subtask, for breakdowns
 
 
 @dataclass(frozen=True)

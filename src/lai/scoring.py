@@ -1,19 +1,77 @@
 """Answer samples with a target and score them, appending records as batches finish.
 
-Shared by the collect stage (training pools) and the evaluate stage (benchmarks), so a
-score means the same thing in both places. Already-written ids are skipped, which is
-what makes both stages resumable.
+Shared by the collect stage (training pools), the evaluate stage (benchmarks) and
+``lai eval``, so a score means the same thing everywhere. Already-written ids are
+skipped, which is what makes all three resumable. Two ways to answer:
+
+- ``generate``: greedy generation with the task's prompt and stop strings, then the
+  task's answer extraction;
+- ``loglikelihood``: for multiple-choice tasks, the option whose continuation the model
+  finds most likely (lm-eval's ``acc``).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
+from typing import Literal
 
+from lai.errors import ConfigError
 from lai.models.base import Target
 from lai.progress import NullProgress, Progress
-from lai.records import Attempt, Sample
+from lai.records import Attempt, Sample, Score
 from lai.store import JsonlWriter, read_records
 from lai.tasks.base import Task
+
+Mode = Literal["generate", "loglikelihood"]
+LETTERS = "ABCDEFGHIJ"
+
+
+def _attempt(task: Task, sample: Sample, prompt: object, response: str, score: Score, protocol: str) -> Attempt:
+    return Attempt(
+        id=sample.id,
+        task=sample.task,
+        question=sample.question,
+        reference=sample.reference,
+        prompt=prompt,  # type: ignore[arg-type]
+        response=response,
+        extracted=score.extracted,
+        correct=score.correct,
+        reason=score.reason,
+        protocol=protocol,
+        metrics=score.metrics,
+        group=task.group(sample),
+    )
+
+
+def _generate_batch(
+    target: Target, task: Task, batch: list[Sample], protocol: str, max_new_tokens: int
+) -> list[Attempt]:
+    spec = task.generation(protocol)
+    prompts = [task.prompt(s, protocol) for s in batch]
+    responses = target.generate(prompts, spec.max_new_tokens or max_new_tokens, stop=spec.stop)
+    scores = task.score_many(batch, responses, protocol)
+    return [_attempt(task, s, p, r, c, protocol) for s, p, r, c in zip(batch, prompts, responses, scores, strict=True)]
+
+
+def _loglikelihood_batch(target: Target, task: Task, batch: list[Sample], protocol: str) -> list[Attempt]:
+    items = [task.choices(s, protocol) for s in batch]
+    if any(item is None for item in items):
+        raise ConfigError(f"task {task.name} cannot be scored by log-likelihood", hint="use scoring: generate")
+    pairs = [(item.context, c) for item in items for c in item.continuations]  # type: ignore[union-attr]
+    values = iter(target.loglikelihood(pairs))
+    attempts = []
+    for sample, item in zip(batch, items, strict=True):
+        assert item is not None
+        logliks = [next(values) for _ in item.continuations]
+        best = max(range(len(logliks)), key=logliks.__getitem__)
+        letter = LETTERS[best]
+        right = best == item.gold
+        reason = f"chose {letter} (log-likelihood {logliks[best]:.2f}), expected {LETTERS[item.gold]}"
+        score = Score(right, letter, reason)
+        response = " ".join(f"{LETTERS[i]}={v:.3f}" for i, v in enumerate(logliks))
+        attempts.append(_attempt(task, sample, item.context, response, score, protocol))
+    return attempts
 
 
 def answer_and_score(
@@ -24,37 +82,30 @@ def answer_and_score(
     *,
     batch_size: int,
     max_new_tokens: int,
+    protocol: str = "paper",
+    mode: Mode = "generate",
     progress: Progress | None = None,
     label: str = "answer",
 ) -> list[Attempt]:
     done = {a.id: a for a in read_records(out, Attempt)}
-    pending = [s for s in samples if s.id not in done]
+    pending: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        if sample.id not in done:
+            pending[sample.task].append(sample)
     bar = (progress or NullProgress()).start(label, len(samples))
-    bar.advance(len(samples) - len(pending))
+    bar.advance(len(samples) - sum(len(v) for v in pending.values()))
     with JsonlWriter(out) as writer:
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            prompts = [tasks[s.task].prompt(s) for s in batch]
-            responses = target.generate(prompts, max_new_tokens)
-            attempts = []
-            for sample, prompt, response in zip(batch, prompts, responses, strict=True):
-                score = tasks[sample.task].score(sample, response)
-                attempts.append(
-                    Attempt(
-                        id=sample.id,
-                        task=sample.task,
-                        question=sample.question,
-                        reference=sample.reference,
-                        prompt=prompt,
-                        response=response,
-                        extracted=score.extracted,
-                        correct=score.correct,
-                        reason=score.reason,
-                    )
-                )
-            writer.write(attempts)
-            done.update((a.id, a) for a in attempts)
-            bar.advance(len(batch))
+        for task_name, todo in pending.items():
+            task = tasks[task_name]
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                if mode == "loglikelihood":
+                    attempts = _loglikelihood_batch(target, task, batch, protocol)
+                else:
+                    attempts = _generate_batch(target, task, batch, protocol, max_new_tokens)
+                writer.write(attempts)
+                done.update((a.id, a) for a in attempts)
+                bar.advance(len(batch))
     bar.close()
     return [done[s.id] for s in samples]
 
@@ -62,3 +113,19 @@ def answer_and_score(
 def accuracy(attempts: list[Attempt]) -> dict[str, float | int]:
     correct = sum(a.correct for a in attempts)
     return {"n": len(attempts), "correct": correct, "score": correct / len(attempts) if attempts else 0.0}
+
+
+def summarize(attempts: list[Attempt]) -> dict[str, object]:
+    """Accuracy, every extra metric, and the per-group breakdown (macro average over groups)."""
+    summary: dict[str, object] = dict(accuracy(attempts))
+    metric_names = sorted({name for a in attempts for name in a.metrics})
+    for name in metric_names:
+        summary[name] = sum(a.metrics.get(name, False) for a in attempts) / len(attempts)
+    groups: dict[str, list[Attempt]] = defaultdict(list)
+    for attempt in attempts:
+        if attempt.group:
+            groups[attempt.group].append(attempt)
+    if groups:
+        summary["groups"] = {g: accuracy(rows) for g, rows in sorted(groups.items())}
+        summary["macro"] = sum(float(accuracy(rows)["score"]) for rows in groups.values()) / len(groups)
+    return summary

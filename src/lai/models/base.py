@@ -7,9 +7,12 @@ run a model, never in what the pipeline asks of them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 Messages = list[dict[str, str]]
+#: Chat messages (the backend applies the chat template) or a raw string (sent as is).
+Prompt = Messages | str
 
 
 class Target(ABC):
@@ -19,8 +22,12 @@ class Target(ABC):
         self.model = model
 
     @abstractmethod
-    def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str]:
-        """Greedy completions, one per prompt, in order."""
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        """Greedy completions, one per prompt, in order, each cut at the first stop string."""
+
+    def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its context."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score by log-likelihood")
 
     def fingerprint(self) -> str:
         """A short hash that changes when the weights change (for the manifest)."""

@@ -1,19 +1,23 @@
-"""The transformers target backend: batched greedy chat generation on CPU or GPU.
+"""The transformers target backend: batched greedy generation and log-likelihoods, CPU or GPU.
 
-Prompts are rendered with the model's chat template and left-padded so every row's
-generation starts at the same position. Within a call, prompts are sorted by length so
-a batch wastes little on padding; results come back in the caller's order.
+Chat prompts are rendered with the model's chat template, string prompts are used as
+they are (like lm-evaluation-harness); both are left-padded so every row's generation
+starts at the same position. Within a call, prompts are sorted by length so a batch
+wastes little on padding; results come back in the caller's order. Stop strings end a
+row's generation as soon as it produces one (transformers' ``stop_strings``) and the
+text is cut there, as lm-eval does.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lai.errors import ModelError
-from lai.models.base import Messages, Target
+from lai.models.base import Prompt, Target
 from lai.models.resolve import ModelSource, fingerprint_files, resolve_model
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,12 @@ def load_model_and_tokenizer(source: ModelSource, dtype: Any, device: str) -> tu
     return model, tokenizer
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    for marker in stop:
+        text = text.split(marker)[0]
+    return text
+
+
 class HFTarget(Target):
     def __init__(
         self,
@@ -85,15 +95,21 @@ class HFTarget(Target):
                 hint="use an instruction-tuned model (lai prompts targets as chat models)",
             )
 
-    def render(self, prompt: Messages) -> str:
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str]:
+    def _by_length(self, texts: list[str]) -> list[int]:
+        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+        return sorted(range(len(texts)), key=lambda i: -lengths[i])
+
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         import torch
 
         texts = [self.render(p) for p in prompts]
-        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        order = self._by_length(texts)
+        stop_kwargs = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
         results: list[str] = [""] * len(texts)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
@@ -109,11 +125,47 @@ class HFTarget(Target):
                     temperature=None,
                     top_p=None,
                     top_k=None,
+                    **stop_kwargs,
                 )
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             for i, row in zip(chunk, new_tokens, strict=True):
-                results[i] = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                results[i] = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip()
         return results
+
+    def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
+        """Sum of continuation log-probs, encoded as lm-eval does (context + continuation together)."""
+        import torch
+
+        encoded = []
+        for context, continuation in pairs:
+            context_text = self.render(context)
+            # A trailing space belongs to the continuation, so both tokenise as one text would.
+            spaces = len(context_text) - len(context_text.rstrip(" "))
+            context_text, continuation = context_text[: len(context_text) - spaces], " " * spaces + continuation
+            whole = self.tokenizer(context_text + continuation, add_special_tokens=False).input_ids
+            n_context = len(self.tokenizer(context_text, add_special_tokens=False).input_ids)
+            encoded.append((whole, max(n_context, 1)))
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        scores = [0.0] * len(encoded)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            width = max(len(encoded[i][0]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):  # right padding: positions stay aligned with tokens
+                tokens = encoded[i][0]
+                ids[row, : len(tokens)] = torch.tensor(tokens)
+                mask[row, : len(tokens)] = 1
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, i in enumerate(chunk):
+                tokens, n_context = encoded[i]
+                targets = torch.tensor(tokens[n_context:], device=logprobs.device)
+                predicted = logprobs[row, n_context - 1 : len(tokens) - 1]
+                scores[i] = float(predicted.gather(1, targets[:, None]).sum())
+        return scores
 
     def fingerprint(self) -> str:
         location = Path(self.source.location)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from lai.models.base import Messages, Target
+from lai.models.base import Prompt, Target
 
 
 class ScriptedTarget(Target):
@@ -28,17 +29,17 @@ class ScriptedTarget(Target):
         self.delay_s = float(delay_s)
         self.modulus = int(modulus)
         self.queue: list[str] = []
-        self.history: list[Messages] = []
+        self.history: list[Prompt] = []
 
     def enqueue(self, replies: list[str]) -> None:
         self.queue.extend(replies)
 
-    def _rule(self, prompt: Messages) -> str:
+    def _rule(self, prompt: Prompt) -> str:
         digest = hashlib.sha256((self.model + repr(prompt)).encode()).digest()
         value = int.from_bytes(digest[:4], "big") % self.modulus
         return f"I think it through quickly.\nThe answer is {value}."
 
-    def generate(self, prompts: list[Messages], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         replies = []
         for prompt in prompts:
             if self.delay_s:
@@ -46,6 +47,13 @@ class ScriptedTarget(Target):
             self.history.append(prompt)
             replies.append(self.queue.pop(0) if self.queue else self._rule(prompt))
         return replies
+
+    def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
+        """Deterministic pseudo log-likelihoods, so choice tasks run on the fake too."""
+        return [
+            -(int.from_bytes(hashlib.sha256((self.model + repr(c) + x).encode()).digest()[:4], "big") % 1000) / 100
+            for c, x in pairs
+        ]
 
     def fingerprint(self) -> str:
         return "scripted-" + hashlib.sha256(self.model.encode()).hexdigest()[:12]

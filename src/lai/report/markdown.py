@@ -6,7 +6,6 @@ Built only from the run directory (config, manifest, stage summaries, records), 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,10 @@ def _scores_section(summaries: dict[int, dict[str, Any]]) -> str:
             base = baseline.get(bench)
             delta = "" if base is None or k == 0 else f"{100 * (result['score'] - base['score']):+.1f} pts"
             rows.append([k, bench, _pct(result["score"]), f"{result['correct']}/{result['n']}", delta])
-    return _table(["iteration", "benchmark", "score", "correct / n", "delta vs iteration 0"], rows)
+    table = _table(["iteration", "benchmark", "score", "correct / n", "delta vs iteration 0"], rows)
+    sizes = sorted({result["n"] for scores in evals.values() for result in scores.values() if result["n"]})
+    noise = ", ".join(f"{100 / n:.1f} points at n = {n}" for n in sizes)
+    return table + f"\n\nOne question is {noise}: small deltas on small benchmarks are noise, not progress."
 
 
 def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
@@ -135,7 +137,7 @@ def _example_section(store: RunStore, k: int) -> str:
     if error:
         parts += [
             "**A question the target got wrong**", _quote(error.question),
-            f"**Its answer** (expected {error.reference}; {error.reason})", _quote(error.response),
+            f"**Its answer** (judged wrong: {error.reason})", _quote(error.response),
         ]
     if sample.diagnosis:
         parts += ["**The instructor's diagnosis**", _quote(sample.diagnosis)]
@@ -183,7 +185,8 @@ def render_report(run_dir: Path) -> str:
     )
     models = manifest.get("models", {})
     if models:
-        sections.append("Model fingerprints: " + json.dumps(models))
+        rows = [[key.removeprefix("iter_"), f"`{m['model']}`", f"`{m['fingerprint']}`"] for key, m in sorted(models.items())]
+        sections.append("Models by iteration (fingerprint: sha256 of the weights):\n\n" + _table(["iteration", "model", "fingerprint"], rows))
     return "\n\n".join(sections) + "\n"
 
 

@@ -1,34 +1,65 @@
 """The Task protocol: how to load a benchmark, prompt for it, and score an answer.
 
 A task is mostly data (lm-evaluation-harness style): where its pools live, the prompt,
-the answer extraction and the metric. It also knows the shape of the training samples
-an instructor should write for it, so the instruct and parse stages stay task-agnostic.
+the stop strings, the answer extraction and the metric, for each *protocol*:
+
+- ``paper``: zero-shot chat prompts, judged the way the LLMs-as-Instructors paper judges;
+- ``lm-eval``: the prompts, few-shot examples, stop strings and answer extraction of
+  lm-evaluation-harness, so scores can be compared with it.
+
+A prompt is either chat messages (the target applies its chat template) or a plain
+string (sent as is, like lm-eval's default). Tasks scored by log-likelihood return
+their options from :meth:`Task.choices`. A task with a training pool also knows the
+shape of the training samples an instructor should write for it, so the instruct and
+parse stages stay task-agnostic.
 """
 
 from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from lai.data import PoolSource, load_pool_rows
+from lai.errors import ConfigError
 from lai.records import Sample, Score
 
 Messages = list[dict[str, str]]
+Prompt = Messages | str
+
+PROTOCOLS = ("paper", "lm-eval")
 
 
 class SampleRejected(ValueError):
     """A generated sample is malformed; the message is the drop reason."""
 
 
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How to generate for one protocol of a task."""
+
+    stop: tuple[str, ...] = ()  # cut the response at the first of these
+    max_new_tokens: int | None = None  # None: the run's target.max_new_tokens
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A multiple-choice item scored by log-likelihood: context, options, the gold index."""
+
+    context: Prompt
+    continuations: list[str]
+    gold: int
+
+
 class Task(ABC):
     name: ClassVar[str]
     pools: ClassVar[dict[str, PoolSource]]
     #: JSON schema of one generated training sample (for structured instructor output).
-    sample_schema: ClassVar[dict[str, Any]]
-    #: What the instructor is told a sample of this task looks like (prompt template name).
-    template_family: ClassVar[str]
+    sample_schema: ClassVar[dict[str, Any]] = {}
+    #: Which instructor prompt templates fit this task ("math", "code", "choice").
+    template_family: ClassVar[str] = ""
 
     def load(
         self,
@@ -50,22 +81,43 @@ class Task(ABC):
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample: ...
 
     @abstractmethod
-    def prompt(self, sample: Sample) -> Messages:
-        """The chat messages the target sees."""
+    def prompt(self, sample: Sample, protocol: str = "paper") -> Prompt:
+        """What the target sees."""
+
+    def generation(self, protocol: str = "paper") -> GenerationSpec:
+        return GenerationSpec()
 
     @abstractmethod
-    def score(self, sample: Sample, response: str) -> Score: ...
+    def score(self, sample: Sample, response: str, protocol: str = "paper") -> Score: ...
 
-    @abstractmethod
+    def score_many(self, samples: list[Sample], responses: list[str], protocol: str = "paper") -> list[Score]:
+        """Score a batch; code tasks override this to run their tests in parallel."""
+        return [self.score(s, r, protocol) for s, r in zip(samples, responses, strict=True)]
+
+    def choices(self, sample: Sample, protocol: str = "paper") -> Choices | None:
+        """The options to rank by log-likelihood, for tasks that can be scored that way."""
+        return None
+
+    def group(self, sample: Sample) -> str | None:
+        """A breakdown key (MMLU subject, GSM-Plus perturbation, BBH subtask), if any."""
+        return None
+
+    def check_protocol(self, protocol: str) -> None:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of: {', '.join(PROTOCOLS)}")
+
+    # ---- the instructor side (tasks with a training pool) ---------------------------
+
     def check_generated(self, item: dict[str, Any]) -> tuple[str, str, str]:
         """Validate one instructor-written sample; return (question, solution, answer).
 
         Raise :class:`SampleRejected` with a short reason when it is unusable.
         """
+        raise ConfigError(f"task {self.name} is for evaluation only; the instructor cannot write samples for it")
 
-    @abstractmethod
     def training_target(self, solution: str, answer: str) -> str:
-        """The assistant turn that teaches this sample, in the form ``score`` reads."""
+        """The assistant turn that teaches a generated sample, in the form ``score`` reads."""
+        raise ConfigError(f"task {self.name} is for evaluation only")
 
     def training_sample(self, question: str) -> Sample:
         """Wrap a generated question so :meth:`prompt` can format it like a real one."""

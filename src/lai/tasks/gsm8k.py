@@ -1,19 +1,29 @@
 """GSM8K: grade-school math word problems, scored by exact match on the final number.
 
-Protocol ("paper"): a zero-shot chat prompt asking for step-by-step reasoning that ends
-with "The answer is N"; the answer is the number after the last "The answer is" when
-present, else the last number in the response (how the LLMs-as-Instructors paper
-judges GSM8K). Reference: Cobbe et al., 2021, https://github.com/openai/grade-school-math.
+Protocols:
+- ``paper``: a zero-shot chat prompt asking for step-by-step reasoning that ends with
+  "The answer is N"; the answer is the number after the last "The answer is" when
+  present, else the last number in the response (how the LLMs-as-Instructors paper
+  judges GSM8K).
+- ``lm-eval``: lm-evaluation-harness's ``gsm8k_cot``: the 8 chain-of-thought exemplars of
+  Wei et al. (2022) as a plain-text "Q: ... A: ..." prompt, generation stopped at "Q:",
+  and both of its answer filters: ``strict-match`` (the number after "The answer is",
+  the primary score here) and ``flexible-extract`` (the last number in the response).
+
+Reference: Cobbe et al., 2021, https://github.com/openai/grade-school-math.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from functools import cache
+from importlib import resources
 from typing import Any, ClassVar
 
 from lai.data import PoolSource
 from lai.records import Sample, Score
-from lai.tasks.base import Messages, SampleRejected, Task
+from lai.tasks.base import GenerationSpec, Prompt, SampleRejected, Task
 
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"answer is[:\s]*\**\s*(-?\$?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
@@ -24,6 +34,38 @@ PROMPT = (
     "line of the form 'The answer is N', where N is the final number.\n\n"
     "Problem: {question}"
 )
+
+
+# lm-eval gsm8k_cot's filters and exact-match normalisation, as its task config defines them.
+LM_EVAL_STRICT = re.compile(r"The answer is (\-?[0-9\.\,]+).")
+LM_EVAL_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+LM_EVAL_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
+LM_EVAL_STOP = ("Q:", "</s>", "<|im_end|>")
+
+
+@cache
+def lm_eval_fewshot() -> str:
+    """The 8-shot prefix lm-eval builds for gsm8k_cot (target delimiter " ", shots joined by a blank line)."""
+    text = resources.files("lai.tasks").joinpath("fewshot/gsm8k_cot.jsonl").read_text(encoding="utf-8")
+    shots = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return "".join(f"Q: {shot['question']}\nA: {shot['target']}\n\n" for shot in shots)
+
+
+def lm_eval_filter(pattern: re.Pattern[str], response: str, group_select: int) -> str:
+    """lm-eval's RegexFilter: the selected match, the first non-empty group, else "[invalid]"."""
+    found = pattern.findall(response)
+    if not found:
+        return "[invalid]"
+    match = found[group_select]
+    if isinstance(match, tuple):
+        match = next((m for m in match if m), "[invalid]")
+    return match.strip()
+
+
+def lm_eval_normalize(text: str) -> str:
+    for pattern in LM_EVAL_IGNORE:
+        text = re.sub(pattern, "", text)
+    return text.lower()
 
 
 def normalize_number(text: str) -> str | None:
@@ -74,19 +116,39 @@ class GSM8K(Task):
             task=self.name,
             question=str(row["question"]).strip(),
             reference=reference,
-            meta={"solution": solution.strip()},
+            meta={"solution": solution.strip(), "raw_answer": str(row["answer"])},
         )
 
-    def prompt(self, sample: Sample) -> Messages:
+    def prompt(self, sample: Sample, protocol: str = "paper") -> Prompt:
+        self.check_protocol(protocol)
+        if protocol == "lm-eval":
+            return lm_eval_fewshot() + f"Q: {sample.question}\nA:"
         return [{"role": "user", "content": PROMPT.format(question=sample.question)}]
 
-    def score(self, sample: Sample, response: str) -> Score:
+    def generation(self, protocol: str = "paper") -> GenerationSpec:
+        return GenerationSpec(stop=LM_EVAL_STOP) if protocol == "lm-eval" else GenerationSpec()
+
+    def score(self, sample: Sample, response: str, protocol: str = "paper") -> Score:
+        if protocol == "lm-eval":
+            return self._score_lm_eval(sample, response)
         extracted = extract_answer(response)
         if extracted is None:
             return Score(False, None, "no number found in the response")
         if extracted == sample.reference:
             return Score(True, extracted, f"final answer {extracted} matches")
         return Score(False, extracted, f"final answer {extracted}, expected {sample.reference}")
+
+    def _score_lm_eval(self, sample: Sample, response: str) -> Score:
+        gold = lm_eval_normalize(sample.meta.get("raw_answer", sample.reference).split("####")[-1].strip())
+        strict = lm_eval_filter(LM_EVAL_STRICT, response, 0)
+        flexible = lm_eval_filter(LM_EVAL_FLEXIBLE, response, -1)
+        verdicts = {
+            "strict-match": lm_eval_normalize(strict) == gold,
+            "flexible-extract": lm_eval_normalize(flexible) == gold,
+        }
+        correct = verdicts["strict-match"]
+        reason = f"strict-match {strict!r} vs {gold!r}: {'right' if correct else 'wrong'}"
+        return Score(correct, strict, reason, metrics=verdicts)
 
     def check_generated(self, item: dict[str, Any]) -> tuple[str, str, str]:
         question = str(item.get("question") or "").strip()

@@ -31,6 +31,7 @@ class SFTTrainerBackend(Trainer):
         import torch
         from datasets import Dataset
         from peft import LoraConfig
+        from transformers.trainer_callback import PrinterCallback
         from trl import SFTConfig, SFTTrainer
 
         from lai.models.hf import load_model_and_tokenizer, pick_device
@@ -83,6 +84,7 @@ class SFTTrainerBackend(Trainer):
         trainer = SFTTrainer(
             model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
         )
+        trainer.remove_callback(PrinterCallback)  # losses go to log_history.jsonl, not stdout
         started = time.monotonic()
         result = trainer.train()
         seconds = time.monotonic() - started
