@@ -84,8 +84,7 @@ def run(
     cfg = load_config(config, set_ or [])
     run_dir = run_dir or Path("runs") / cfg.name
     console.print(f"[bold]lai run[/] {cfg.name}: {cfg.iterations} iteration(s) -> {run_dir}")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with Progress(*_columns(), console=console) as progress:
         report = Pipeline(cfg, run_dir, RichProgress(progress)).run()
     _print_summary(run_dir)
     console.print(f"[green]done.[/] report: {report}")
@@ -127,13 +126,62 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     console.print(f"report: {write_report(run_dir)}")
 
 
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option("--model", help="embedded:smollm2-135m-instruct, an HF folder, a .gguf file, a hub id")],
+    tasks: Annotated[str, typer.Option("--tasks", help="comma-separated task names (see lai tasks)")],
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="items per task")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="paper or lm-eval")] = "paper",
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default runs/eval-<protocol>)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="draw a seeded random subset instead of the first rows")] = None,
+    pool: Annotated[str | None, typer.Option("--pool", help="pool to score (default: test)")] = None,
+    scoring: Annotated[str, typer.Option("--scoring", help="auto, generate or loglikelihood")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="target backend")] = "hf",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local benchmark folder")] = None,
+) -> None:
+    """Evaluate a model on benchmarks; per-item JSONL and summary.json in --out."""
+    from rich.table import Table
+
+    from lai.evaluation import evaluate_model
+
+    names = [name.strip() for name in tasks.split(",") if name.strip()]
+    if scoring not in {"auto", "generate", "loglikelihood"}:
+        raise LaiError(f"unknown --scoring {scoring!r}", hint="auto, generate or loglikelihood")
+    out = out or Path("runs") / f"eval-{protocol}"
+    with Progress(*_columns(), console=console) as progress:
+        summary = evaluate_model(
+            model, names, out, protocol=protocol, limit=limit, seed=seed, pool=pool, scoring=scoring,
+            backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens, data_dir=data_dir,
+            progress=RichProgress(progress),
+        )  # fmt: skip
+    table = Table(title=f"{model} ({protocol})")
+    for column in ("task", "score", "n", "other metrics", "scoring"):
+        table.add_column(column)
+    for name, result in summary["tasks"].items():
+        extra = {k: v for k, v in result.items() if isinstance(v, float) and k not in {"score", "seconds"}}
+        table.add_row(
+            name, f"{100 * result['score']:.1f}%", str(result["n"]),
+            ", ".join(f"{k} {100 * v:.1f}%" for k, v in extra.items()), result["scoring"],
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"per-item records and summary.json in {out}")
+
+
+def _columns() -> tuple[object, ...]:
+    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+
+
 @app.command()
 def tasks() -> None:
-    """List the benchmarks and their pools."""
+    """List the benchmarks, their pools, and how they are scored."""
     from lai.tasks import TASKS
 
     for name in TASKS.names():
-        print(f"{name}: {', '.join(TASKS.get(name).pools)}")
+        task = TASKS.get(name)()
+        modes = ", ".join(f"{p}: {task.scoring_mode(p)}" for p in ("paper", "lm-eval"))
+        print(f"{name:15} pools: {', '.join(task.pools):12} scoring: {modes}")
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

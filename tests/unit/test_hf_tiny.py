@@ -97,7 +97,10 @@ def test_loss_is_on_the_answer_tokens_only(tiny_model_dir: Path) -> None:
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     example = examples()[3]
     dataset = Dataset.from_list([{"prompt": example.prompt, "completion": [{"role": "assistant", "content": example.completion}]}])
-    args = SFTConfig(output_dir="/tmp/unused", completion_only_loss=True, report_to="none", use_cpu=True, max_length=256)
+    args = SFTConfig(
+        output_dir="/tmp/unused", completion_only_loss=True, report_to="none", use_cpu=True, max_length=256,
+        activation_checkpointing=False,
+    )  # fmt: skip
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labels = batch["labels"][0]

@@ -87,6 +87,10 @@ class Task(ABC):
     def generation(self, protocol: str = "paper") -> GenerationSpec:
         return GenerationSpec()
 
+    def scoring_mode(self, protocol: str = "paper") -> str:
+        """``generate`` (answer extraction) or ``loglikelihood`` (rank :meth:`choices`)."""
+        return "generate"
+
     @abstractmethod
     def score(self, sample: Sample, response: str, protocol: str = "paper") -> Score: ...
 

@@ -26,6 +26,15 @@ from lai.train.base import Trainer, TrainExample
 log = logging.getLogger(__name__)
 
 
+def _checkpointing(config_class: Any, enabled: bool) -> dict[str, bool]:
+    """transformers 5.x renamed gradient_checkpointing to activation_checkpointing; use what exists."""
+    import inspect
+
+    if "activation_checkpointing" in inspect.signature(config_class).parameters:
+        return {"activation_checkpointing": enabled}
+    return {"gradient_checkpointing": enabled}
+
+
 class SFTTrainerBackend(Trainer):
     def train(self, model: str, examples: list[TrainExample], out_dir: Path) -> dict[str, Any]:
         import torch
@@ -61,7 +70,7 @@ class SFTTrainerBackend(Trainer):
             warmup_steps=cfg.warmup_steps,
             max_length=cfg.max_length,
             completion_only_loss=True,
-            gradient_checkpointing=cfg.gradient_checkpointing,
+            **_checkpointing(SFTConfig, cfg.gradient_checkpointing),
             logging_steps=1,
             save_strategy="no",
             report_to="none",

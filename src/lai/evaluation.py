@@ -1,0 +1,99 @@
+"""``lai eval``: score any supported target on a list of tasks, resumably.
+
+Uses the same answering and scoring code as the loop's collect and evaluate stages
+(:func:`lai.scoring.answer_and_score`), so a number from ``lai eval`` and one from a run
+report mean the same thing. Per-item records go to ``<out>/<task>.jsonl`` and the
+summary to ``<out>/summary.json``; rerunning the same command continues after the items
+already written. An output folder remembers what it was made with and refuses to mix
+models, protocols or settings.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lai.errors import ConfigError
+from lai.models import TARGETS
+from lai.progress import Progress
+from lai.records import Sample
+from lai.scoring import answer_and_score, summarize
+from lai.store import atomic_write_json, read_json
+from lai.tasks import get_task
+from lai.tasks.base import PROTOCOLS, Task
+
+
+def pick_pool(task: Task, pool: str | None) -> str:
+    if pool is not None:
+        if pool not in task.pools:
+            raise ConfigError(f"task {task.name} has no pool {pool!r}", hint=f"it has {', '.join(task.pools)}")
+        return pool
+    return "test" if "test" in task.pools else next(iter(task.pools))
+
+
+def _guard_output(out: Path, settings: dict[str, Any]) -> None:
+    saved = read_json(out / "eval_config.json")
+    if saved is not None and saved != settings:
+        changed = sorted(k for k in settings if saved.get(k) != settings[k])
+        raise ConfigError(
+            f"{out} holds an evaluation with different settings (differs in: {', '.join(changed)})",
+            hint="use another --out folder, or the same settings to resume",
+        )
+    atomic_write_json(out / "eval_config.json", settings)
+
+
+def evaluate_model(
+    model: str,
+    task_names: list[str],
+    out: Path,
+    *,
+    protocol: str = "paper",
+    limit: int | None = None,
+    seed: int | None = None,
+    pool: str | None = None,
+    scoring: str = "auto",
+    backend: str = "hf",
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    data_dir: Path | None = None,
+    target_options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of: {', '.join(PROTOCOLS)}")
+    tasks = {name: get_task(name) for name in task_names}
+    samples: dict[str, list[Sample]] = {}
+    modes: dict[str, str] = {}
+    for name, task in tasks.items():
+        samples[name] = task.load(pick_pool(task, pool), data_dir=data_dir, limit=limit, seed=seed)
+        modes[name] = task.scoring_mode(protocol) if scoring == "auto" else scoring
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "model": model, "backend": backend, "protocol": protocol, "limit": limit, "seed": seed, "pool": pool,
+        "scoring": scoring, "max_new_tokens": max_new_tokens, "tasks": sorted(task_names),
+    }  # fmt: skip
+    _guard_output(out, settings)
+    target = TARGETS.build(backend, model, batch_size=batch_size, **(target_options or {}))
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    try:
+        for name, task in tasks.items():
+            task_started = time.monotonic()
+            attempts = answer_and_score(
+                target, {name: task}, samples[name], out / f"{name}.jsonl",
+                batch_size=batch_size, max_new_tokens=max_new_tokens, protocol=protocol,
+                mode=modes[name], progress=progress, label=f"{name} ({protocol})",  # type: ignore[arg-type]
+            )  # fmt: skip
+            results[name] = {**summarize(attempts), "scoring": modes[name], "seconds": round(time.monotonic() - task_started, 2)}
+        summary = {
+            "model": model,
+            "fingerprint": target.fingerprint(),
+            "protocol": protocol,
+            "tasks": results,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    finally:
+        target.close()
+    atomic_write_json(out / "summary.json", summary)
+    return summary
