@@ -106,3 +106,24 @@ def test_loss_is_on_the_answer_tokens_only(tiny_model_dir: Path) -> None:
     labels = batch["labels"][0]
     learned = tokenizer.decode(labels[labels != -100])
     assert "The answer is 6" in learned and "What is 3 + 3" not in learned
+
+
+def test_shared_prefix_cache_gives_the_same_text(tiny_model_dir: Path) -> None:
+    shots = "".join(f"Q: What is {i} plus {i}?\nA: {i} + {i} = {2 * i}. The answer is {2 * i}.\n\n" for i in range(6))
+    prompts = [shots + f"Q: What is {q}?\nA:" for q in ("7 plus 7", "a long question about 12 plus 30 apples", "1")]
+    cached = HFTarget(str(tiny_model_dir), batch_size=2, prefix_cache=True)
+    plain = HFTarget(str(tiny_model_dir), batch_size=2, prefix_cache=False)
+    assert cached.generate(prompts, max_new_tokens=6) == plain.generate(prompts, max_new_tokens=6)
+    assert cached._cached_prefix is not None and len(cached._cached_prefix[0]) >= 32
+
+
+def test_stop_strings_cut_the_text(tiny_model_dir: Path) -> None:
+    from lai.models.hf import common_prefix_length, cut_at_stop
+
+    assert cut_at_stop("The answer is 4.\n\nQ: next", ["Q:", "</s>"]) == "The answer is 4.\n\n"
+    assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 1  # every row keeps a token
+    target = HFTarget(str(tiny_model_dir))
+    free = target.generate(PROMPTS[:1], max_new_tokens=12)[0]
+    if len(free) > 2:
+        marker = free[1:3]
+        assert marker not in target.generate(PROMPTS[:1], max_new_tokens=12, stop=[marker])[0]

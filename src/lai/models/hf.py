@@ -10,6 +10,8 @@ text is cut there, as lm-eval does.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import os
 from collections.abc import Sequence
@@ -62,6 +64,21 @@ def load_model_and_tokenizer(source: ModelSource, dtype: Any, device: str) -> tu
     return model, tokenizer
 
 
+MIN_SHARED_PREFIX = 32  # tokens; below this a shared-prefix cache saves less than it costs
+
+
+def common_prefix_length(rows: list[list[int]]) -> int:
+    """Tokens all rows share at the start, leaving every row at least one token of its own."""
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    length = 0
+    while length < limit and all(r[length] == first[length] for r in rows):
+        length += 1
+    return max(length, 0)
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     for marker in stop:
         text = text.split(marker)[0]
@@ -77,6 +94,7 @@ class HFTarget(Target):
         device: str = "auto",
         batch_size: int = 16,
         threads: int | None = None,
+        prefix_cache: bool = True,
         **settings: Any,
     ) -> None:
         import torch
@@ -86,9 +104,13 @@ class HFTarget(Target):
         self.source = resolve_model(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
+        self.prefix_cache = prefix_cache
+        self._cached_prefix: tuple[list[int], Any] | None = None
         self.model, self.tokenizer = load_model_and_tokenizer(
             self.source, pick_dtype(dtype, self.device), self.device
         )
+        # transformers 5.2x renames `past_key_values` to `cache`; accept either.
+        self._cache_argument = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelError(
                 f"{model} has no chat template",
@@ -100,37 +122,81 @@ class HFTarget(Target):
             return prompt
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
-    def _by_length(self, texts: list[str]) -> list[int]:
-        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        return sorted(range(len(texts)), key=lambda i: -lengths[i])
-
     def generate(self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         import torch
 
-        texts = [self.render(p) for p in prompts]
-        order = self._by_length(texts)
+        rows = [self.tokenizer(self.render(p), add_special_tokens=False).input_ids for p in prompts]
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        shared = common_prefix_length(rows) if self.prefix_cache else 0
+        prefix_cache = self._prefix_cache(rows[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
+        if prefix_cache is None:
+            shared = 0
         stop_kwargs = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
-        results: list[str] = [""] * len(texts)
+        results: list[str] = [""] * len(rows)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(self.device)
+            input_ids, attention_mask = self._pad([rows[i] for i in chunk], shared)
+            cache_kwargs = {}
+            if prefix_cache is not None:
+                cache = copy.deepcopy(prefix_cache)
+                cache.batch_repeat_interleave(len(chunk))
+                cache_kwargs = {self._cache_argument: cache}
             with torch.inference_mode():
                 output = self.model.generate(
-                    **batch,
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention_mask.to(self.device),
                     do_sample=False,
                     max_new_tokens=max_new_tokens,
                     pad_token_id=self.tokenizer.pad_token_id,
                     temperature=None,
                     top_p=None,
                     top_k=None,
+                    **cache_kwargs,
                     **stop_kwargs,
                 )
-            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            new_tokens = output[:, input_ids.shape[1] :]
             for i, row in zip(chunk, new_tokens, strict=True):
                 results[i] = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip()
         return results
+
+    def _pad(self, rows: list[list[int]], shared: int) -> tuple[Any, Any]:
+        """Pad each row on the left of its unshared part: [shared prefix][pads][rest].
+
+        With no shared prefix this is plain left padding. Positions come from the
+        attention mask (cumsum), so the pads in the middle shift nothing.
+        """
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for n, row in enumerate(rows):
+            rest = row[shared:]
+            ids[n, :shared] = torch.tensor(row[:shared], dtype=torch.long)
+            mask[n, :shared] = 1
+            if rest:
+                ids[n, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+                mask[n, width - len(rest) :] = 1
+        return ids, mask
+
+    def _prefix_cache(self, prefix: list[int]) -> Any:
+        """The KV cache of a prompt prefix every row shares (few-shot examples, system prompt).
+
+        Computing it once per call instead of once per row is the largest single saving on
+        CPU: for 8-shot GSM8K the shared prefix is ~90 % of each prompt, and prefill, not
+        decoding, dominates the time.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        if self._cached_prefix is not None and self._cached_prefix[0] == prefix:
+            return self._cached_prefix[1]
+        cache = DynamicCache()
+        with torch.inference_mode():
+            self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True, **{self._cache_argument: cache})
+        self._cached_prefix = (prefix, cache)
+        return cache
 
     def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
         """Sum of continuation log-probs, encoded as lm-eval does (context + continuation together)."""
