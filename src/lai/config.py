@@ -136,8 +136,10 @@ class TrainConfig(Section):
 class BenchmarkConfig(Section):
     task: str = "gsm8k"
     pool: str = "test"
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, description="the first rows only")
     path: Path | None = None
+    protocol: Literal["paper", "lm-eval"] = "paper"
+    scoring: Literal["auto", "generate", "loglikelihood"] = "auto"
 
 
 class EvaluateConfig(Section):

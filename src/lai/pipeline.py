@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from lai.config import RunConfig, dump_config
+from lai.config import BenchmarkConfig, RunConfig, dump_config
 from lai.errors import ConfigError, LaiError
 from lai.instructor import INSTRUCTORS, Instructor
 from lai.instructor.local_server import LocalInstructorServer
@@ -31,7 +31,7 @@ from lai.models import TARGETS, Target
 from lai.progress import NullProgress, Progress
 from lai.quality.parse import drop_reasons, parse_records
 from lai.records import Attempt, GeneratedSample, InstructRecord, Sample
-from lai.scoring import accuracy, answer_and_score
+from lai.scoring import accuracy, answer_and_score, summarize
 from lai.store import (
     RunStore,
     atomic_write_json,
@@ -130,11 +130,13 @@ class Pipeline:
             self._pools[(task, pool)] = self.task(task).load(pool, path=path, data_dir=self.config.data_dir)
         return self._pools[(task, pool)]
 
-    def benchmark_samples(self) -> dict[str, list[Sample]]:
+    def benchmark_samples(self) -> dict[str, tuple[BenchmarkConfig, list[Sample]]]:
+        """Benchmarks by key: "task/pool", with "@lm-eval" when not the paper protocol."""
         benches = {}
         for bench in self.config.evaluate.benchmarks:
             rows = self.pool(bench.task, bench.pool, bench.path)
-            benches[f"{bench.task}/{bench.pool}"] = rows[: bench.limit] if bench.limit else rows
+            key = f"{bench.task}/{bench.pool}" + ("" if bench.protocol == "paper" else f"@{bench.protocol}")
+            benches[key] = (bench, rows[: bench.limit] if bench.limit else rows)
         return benches
 
     def target(self, model: str, iteration: int) -> Target:
@@ -154,15 +156,22 @@ class Pipeline:
             self._target.close()
         self._target, self._target_model = None, None
 
-    def _answer(self, model: str, k: int, samples: list[Sample], out: Path, label: str) -> list[Attempt]:
+    def _answer(
+        self, model: str, k: int, samples: list[Sample], out: Path, label: str, bench: BenchmarkConfig | None = None
+    ) -> list[Attempt]:
         cfg = self.config.target
+        protocol = bench.protocol if bench else "paper"
+        mode = bench.scoring if bench and bench.scoring != "auto" else None
+        tasks = {s.task: self.task(s.task) for s in samples}
         return answer_and_score(
             self.target(model, k),
-            {s.task: self.task(s.task) for s in samples},
+            tasks,
             samples,
             out,
             batch_size=cfg.batch_size,
             max_new_tokens=cfg.max_new_tokens,
+            protocol=protocol,
+            mode=mode or (tasks[samples[0].task].scoring_mode(protocol) if samples else "generate"),  # type: ignore[arg-type]
             progress=self.progress,
             label=label,
         )
@@ -175,7 +184,7 @@ class Pipeline:
         Rows that a benchmark evaluates on are never drawn, so a train slice can serve
         as a held-out evaluation set.
         """
-        held_out = {s.id for rows in self.benchmark_samples().values() for s in rows}
+        held_out = {s.id for _, rows in self.benchmark_samples().values() for s in rows}
         chosen: list[dict[str, str]] = []
         for spec in self.config.select.pools:
             candidates = [s for s in self.pool(spec.task, spec.pool, spec.path) if s.id not in held_out]
@@ -268,9 +277,9 @@ class Pipeline:
 
     def evaluate(self, k: int, model: str) -> dict[str, Any]:
         scores = {}
-        for key, samples in self.benchmark_samples().items():
-            out = self.store.path(k, f"eval/{key.replace('/', '-')}.jsonl")
-            scores[key] = accuracy(self._answer(model, k, samples, out, f"evaluate {key}"))
+        for key, (bench, samples) in self.benchmark_samples().items():
+            out = self.store.path(k, f"eval/{key.replace('/', '-').replace('@', '-')}.jsonl")
+            scores[key] = summarize(self._answer(model, k, samples, out, f"evaluate {key}", bench))
         atomic_write_json(self.store.path(k, "eval.json"), {"model": model, "scores": scores})
         return {"model": model, "scores": scores}
 

@@ -34,7 +34,7 @@ def reply_schema(task: Task, n: int) -> dict[str, object]:
 
 class LearningFromErrors(Strategy):
     name = "le"
-    templates = {"math": "le_math"}
+    templates = {"math": "le_math", "code": "le_code", "choice": "le_choice"}
 
     def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
         errors = [a for a in attempts if not a.correct]
@@ -47,6 +47,7 @@ class LearningFromErrors(Strategy):
                 question=attempt.question,
                 response=attempt.response,
                 reference=attempt.reference,
+                reason=attempt.reason,
                 n=n,
             )
             requests.append(
