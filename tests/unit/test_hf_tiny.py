@@ -127,3 +127,28 @@ def test_stop_strings_cut_the_text(tiny_model_dir: Path) -> None:
     if len(free) > 2:
         marker = free[1:3]
         assert marker not in target.generate(PROMPTS[:1], max_new_tokens=12, stop=[marker])[0]
+
+
+def test_continuous_batching_matches_one_batch_at_a_time(tiny_model_dir: Path) -> None:
+    # More prompts than slots, of very different lengths, so rows leave and join mid-way.
+    prompts: list = [[{"role": "user", "content": "word " * n}] for n in (1, 40, 3, 25, 7, 60, 2, 12, 30)]
+    prompts += ["Q: raw prompt " * 5, "short"]
+    continuous = HFTarget(str(tiny_model_dir), batch_size=3, continuous=True)
+    assert continuous.continuous
+    static = HFTarget(str(tiny_model_dir), batch_size=3, continuous=False)
+    for stop in ((), ("e", "a")):
+        expected = static.generate(prompts, max_new_tokens=10, stop=stop)
+        assert continuous.generate(prompts, max_new_tokens=10, stop=stop) == expected
+
+
+def test_raw_completions_keep_their_leading_whitespace(tiny_model_dir: Path) -> None:
+    target = HFTarget(str(tiny_model_dir))
+    raw = target.generate(["def f():\n"], max_new_tokens=8)[0]
+    chat = target.generate([[{"role": "user", "content": "def f():"}]], max_new_tokens=8)[0]
+    assert chat == chat.strip()
+    from transformers import DynamicCache
+
+    ids = target.tokenizer("def f():\n", add_special_tokens=False).input_ids
+    tokens = target._generate_batch([ids], 0, lambda _n: DynamicCache(), 8, ())[0]
+    # Exactly the decoded text, not stripped: HumanEval completions start with indentation.
+    assert raw == target.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -10,7 +10,6 @@ text is cut there, as lm-eval does.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 from lai.errors import ModelError
 from lai.models.base import Prompt, Target
+from lai.models.greedy import continuous_greedy, repeat_cache, supports_continuous
 from lai.models.resolve import ModelSource, fingerprint_files, resolve_model
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class HFTarget(Target):
         batch_size: int = 16,
         threads: int | None = None,
         prefix_cache: bool = True,
+        continuous: bool | None = None,
         **settings: Any,
     ) -> None:
         import torch
@@ -110,7 +111,13 @@ class HFTarget(Target):
             self.source, pick_dtype(dtype, self.device), self.device
         )
         # transformers 5.2x renames `past_key_values` to `cache`; accept either.
-        self._cache_argument = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self._cache_argument = (
+            "cache"
+            if "cache" in inspect.signature(self.model.forward).parameters
+            else "past_key_values"
+        )
+        # Continuous batching needs a plain full-attention KV cache; probe it once.
+        self.continuous = self._probe_continuous() if continuous is None else continuous
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelError(
                 f"{model} has no chat template",
@@ -120,44 +127,73 @@ class HFTarget(Target):
     def render(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
             return prompt
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            prompt, tokenize=False, add_generation_prompt=True
+        )
 
-    def generate(self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        import torch
+    def generate(
+        self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()
+    ) -> list[str]:
+        from transformers import DynamicCache
 
         rows = [self.tokenizer(self.render(p), add_special_tokens=False).input_ids for p in prompts]
+        if not rows:
+            return []
+        # Longest first: early batches set the cache width, later (shorter) rows fit into it.
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         shared = common_prefix_length(rows) if self.prefix_cache else 0
         prefix_cache = self._prefix_cache(rows[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
         if prefix_cache is None:
             shared = 0
+        new_cache = (
+            repeat_cache(prefix_cache)
+            if prefix_cache is not None
+            else (lambda _rows: DynamicCache())
+        )
+        if self.continuous:
+            generated = continuous_greedy(
+                self.model, self.tokenizer, rows, order=order, pad=lambda group: self._pad(group, shared),
+                new_cache=new_cache, cached_tokens=shared, cache_argument=self._cache_argument,
+                batch_size=self.batch_size, max_new_tokens=max_new_tokens, stop=stop, device=self.device,
+            )  # fmt: skip
+        else:
+            generated = [[] for _ in rows]
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                for i, tokens in zip(
+                    chunk,
+                    self._generate_batch(
+                        [rows[i] for i in chunk], shared, new_cache, max_new_tokens, stop
+                    ),
+                    strict=True,
+                ):
+                    generated[i] = tokens
+        texts = [cut_at_stop(self.tokenizer.decode(g, skip_special_tokens=True), stop) for g in generated]
+        # A chat reply is tidied; a raw completion is kept exactly (its leading indentation
+        # is code for HumanEval, and lm-eval keeps it as generated).
+        return [text if isinstance(p, str) else text.strip() for p, text in zip(prompts, texts, strict=True)]
+
+    def _generate_batch(
+        self,
+        rows: list[list[int]],
+        shared: int,
+        new_cache: Any,
+        max_new_tokens: int,
+        stop: Sequence[str],
+    ) -> list[list[int]]:
+        """One batch through ``model.generate``: for models whose cache cannot be batched continuously."""
+        import torch
+
+        input_ids, attention_mask = self._pad(rows, shared)
         stop_kwargs = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
-        results: list[str] = [""] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            input_ids, attention_mask = self._pad([rows[i] for i in chunk], shared)
-            cache_kwargs = {}
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(chunk))
-                cache_kwargs = {self._cache_argument: cache}
-            with torch.inference_mode():
-                output = self.model.generate(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention_mask.to(self.device),
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    **cache_kwargs,
-                    **stop_kwargs,
-                )
-            new_tokens = output[:, input_ids.shape[1] :]
-            for i, row in zip(chunk, new_tokens, strict=True):
-                results[i] = cut_at_stop(self.tokenizer.decode(row, skip_special_tokens=True), stop).strip()
-        return results
+        cache_kwargs = {self._cache_argument: new_cache(len(rows))} if shared else {}
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                temperature=None, top_p=None, top_k=None, **cache_kwargs, **stop_kwargs,
+            )  # fmt: skip
+        return output[:, input_ids.shape[1] :].tolist()
 
     def _pad(self, rows: list[list[int]], shared: int) -> tuple[Any, Any]:
         """Pad each row on the left of its unshared part: [shared prefix][pads][rest].
@@ -180,6 +216,19 @@ class HFTarget(Target):
                 mask[n, width - len(rest) :] = 1
         return ids, mask
 
+    def _probe_continuous(self) -> bool:
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with torch.inference_mode():
+            self.model(
+                input_ids=torch.tensor([[0]], device=self.device),
+                use_cache=True,
+                **{self._cache_argument: cache},
+            )
+        return supports_continuous(cache)
+
     def _prefix_cache(self, prefix: list[int]) -> Any:
         """The KV cache of a prompt prefix every row shares (few-shot examples, system prompt).
 
@@ -194,7 +243,11 @@ class HFTarget(Target):
             return self._cached_prefix[1]
         cache = DynamicCache()
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True, **{self._cache_argument: cache})
+            self.model(
+                input_ids=torch.tensor([prefix], device=self.device),
+                use_cache=True,
+                **{self._cache_argument: cache},
+            )
         self._cached_prefix = (prefix, cache)
         return cache
 
@@ -207,7 +260,10 @@ class HFTarget(Target):
             context_text = self.render(context)
             # A trailing space belongs to the continuation, so both tokenise as one text would.
             spaces = len(context_text) - len(context_text.rstrip(" "))
-            context_text, continuation = context_text[: len(context_text) - spaces], " " * spaces + continuation
+            context_text, continuation = (
+                context_text[: len(context_text) - spaces],
+                " " * spaces + continuation,
+            )
             whole = self.tokenizer(context_text + continuation, add_special_tokens=False).input_ids
             n_context = len(self.tokenizer(context_text, add_special_tokens=False).input_ids)
             encoded.append((whole, max(n_context, 1)))
@@ -224,7 +280,9 @@ class HFTarget(Target):
                 ids[row, : len(tokens)] = torch.tensor(tokens)
                 mask[row, : len(tokens)] = 1
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logits = self.model(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+                ).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(chunk):
                 tokens, n_context = encoded[i]
