@@ -194,3 +194,28 @@ def test_a_train_slice_benchmark_is_never_selected(data_dir: Path, tmp_path: Pat
     selected = {json.loads(x)["id"] for x in (tmp_path / "run/iter_01/selection.jsonl").read_text().splitlines()}
     held_out = {f"gsm8k/train/{i}" for i in range(40)}
     assert len(selected) == 7473 - 40 and not selected & held_out
+
+
+def test_several_tasks_flow_through_the_loop(data_dir: Path, tmp_path: Path) -> None:
+    config = build_config(
+        fake_config(
+            data_dir, tmp_path / "log", iterations=1,
+            select={"pools": [{"task": "gsm8k", "pool": "train", "n": 4}, {"task": "mbpp", "pool": "train", "n": 3}]},
+            evaluate={"benchmarks": [
+                {"task": "humaneval", "pool": "test", "limit": 2},
+                {"task": "gsm8k", "pool": "test", "limit": 2, "protocol": "lm-eval"},
+            ]},
+        )
+    )  # fmt: skip
+    Pipeline(config, tmp_path / "run").run()
+    summary = load_summaries(tmp_path / "run")[1]
+    assert summary["collect"]["n"] == 7
+    assert set(summary["evaluate"]["scores"]) == {"humaneval/test", "gsm8k/test@lm-eval"}
+    instruct = [json.loads(x) for x in (tmp_path / "run/iter_01/instruct.jsonl").read_text().splitlines()]
+    code_requests = [r for r in instruct if r["task"] == "mbpp"]
+    assert code_requests and "The tests it had to pass" in code_requests[0]["messages"][0]["content"]
+    generated = [json.loads(x) for x in (tmp_path / "run/iter_01/generated.jsonl").read_text().splitlines()]
+    # The scripted instructor writes arithmetic, not code: every mbpp sample fails the format check.
+    assert all(not g["kept"] for g in generated if g["task"] == "mbpp")
+    humaneval = [json.loads(x) for x in (tmp_path / "run/iter_00/eval/humaneval-test.jsonl").read_text().splitlines()]
+    assert all(not r["correct"] and r["reason"].startswith("no code block") for r in humaneval)
