@@ -43,7 +43,8 @@ class Instructor(ABC):
         pass
 
 
-def failed_record(request: InstructRequest, model: str, error: str, seconds: float = 0.0) -> InstructRecord:
+def record_for(request: InstructRequest, *, status: str, model: str, **outcome: Any) -> InstructRecord:
+    """The record of one request: what was asked, copied from the request, plus its outcome."""
     return InstructRecord(
         id=request.id,
         source_ids=request.source_ids,
@@ -51,8 +52,11 @@ def failed_record(request: InstructRequest, model: str, error: str, seconds: flo
         strategy=request.strategy,
         n_requested=request.n_requested,
         messages=request.messages,
-        status="failed",
-        error=error,
+        status=status,
         model=model,
-        seconds=seconds,
+        **outcome,
     )
+
+
+def failed_record(request: InstructRequest, model: str, error: str, seconds: float = 0.0) -> InstructRecord:
+    return record_for(request, status="failed", model=model, error=error, seconds=seconds)

@@ -15,7 +15,7 @@ from typing import Any
 import openai
 
 from lai.errors import InstructorError
-from lai.instructor.base import Instructor, InstructRequest, failed_record
+from lai.instructor.base import Instructor, InstructRequest, failed_record, record_for
 from lai.records import InstructRecord
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,8 @@ class OpenAIInstructor(Instructor):
             return failed_record(request, self.model_name, "reply had no choices", seconds)
         choice = response.choices[0]
         usage = getattr(response, "usage", None)
-        return InstructRecord(
-            id=request.id,
-            source_ids=request.source_ids,
-            task=request.task,
-            strategy=request.strategy,
-            n_requested=request.n_requested,
-            messages=request.messages,
+        return record_for(
+            request,
             status="ok",
             reply=choice.message.content or "",
             finish_reason=choice.finish_reason,

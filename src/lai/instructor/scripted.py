@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from lai.instructor.base import Instructor, InstructRequest
+from lai.instructor.base import Instructor, InstructRequest, record_for
 from lai.records import InstructRecord
 
 
@@ -71,13 +71,8 @@ class ScriptedInstructor(Instructor):
         if self.delay_s:
             time.sleep(self.delay_s)
         prompt_tokens = sum(len(m["content"].split()) for m in request.messages)
-        return InstructRecord(
-            id=request.id,
-            source_ids=request.source_ids,
-            task=request.task,
-            strategy=request.strategy,
-            n_requested=request.n_requested,
-            messages=request.messages,
+        return record_for(
+            request,
             status="ok",
             reply=reply,
             finish_reason="stop",
