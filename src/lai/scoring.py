@@ -54,6 +54,17 @@ def _generate_batch(
     return [_attempt(task, s, p, r, c, protocol) for s, p, r, c in zip(batch, prompts, responses, scores, strict=True)]
 
 
+def lm_eval_acc_norm(continuations: list[str], logliks: list[float], delimiter: str = " ") -> int:
+    """lm-eval's ``acc_norm`` choice: argmax of log-likelihood / character length.
+
+    lm-eval 0.4.13 (``ConfigurableTask.process_results``) divides by ``len(choice)`` of the
+    ``doc_to_choice`` strings, i.e. characters of the option *without* the target delimiter;
+    byte length is its separate ``acc_bytes`` metric.
+    """
+    lengths = [max(len(c.removeprefix(delimiter)), 1) for c in continuations]
+    return max(range(len(logliks)), key=lambda i: logliks[i] / lengths[i])
+
+
 def _loglikelihood_batch(target: Target, task: Task, batch: list[Sample], protocol: str) -> list[Attempt]:
     items = [task.choices(s, protocol) for s in batch]
     if any(item is None for item in items):
@@ -68,7 +79,8 @@ def _loglikelihood_batch(target: Target, task: Task, batch: list[Sample], protoc
         letter = LETTERS[best]
         right = best == item.gold
         reason = f"chose {letter} (log-likelihood {logliks[best]:.2f}), expected {LETTERS[item.gold]}"
-        score = Score(right, letter, reason)
+        metrics = {"acc": right, "acc_norm": lm_eval_acc_norm(item.continuations, logliks) == item.gold}
+        score = Score(right, letter, reason, metrics=metrics)
         response = " ".join(f"{LETTERS[i]}={v:.3f}" for i, v in enumerate(logliks))
         attempts.append(_attempt(task, sample, item.context, response, score, protocol))
     return attempts

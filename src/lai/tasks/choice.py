@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from lai.data import PoolSource
 from lai.errors import ConfigError, DataError
 from lai.records import Sample, Score
+from lai.scoring import lm_eval_acc_norm  # noqa: F401 - part of this module's API
 from lai.tasks.base import Choices, GenerationSpec, Prompt, SampleRejected, Task
 
 LETTERS = "ABCDEFGHIJ"  # the same letters as lai.scoring.LETTERS
@@ -118,17 +119,6 @@ def extract_letter(response: str, options: Mapping[str, str]) -> str | None:
         if len(hits) == 1:
             return hits[0]
     return None
-
-
-def lm_eval_acc_norm(continuations: list[str], logliks: list[float], delimiter: str = " ") -> int:
-    """lm-eval's ``acc_norm`` choice: argmax of log-likelihood / character length.
-
-    lm-eval 0.4.13 (``ConfigurableTask.process_results``) divides by ``len(choice)`` of the
-    ``doc_to_choice`` strings, i.e. characters of the option *without* the target delimiter;
-    byte length is its separate ``acc_bytes`` metric.
-    """
-    lengths = [max(len(c.removeprefix(delimiter)), 1) for c in continuations]
-    return max(range(len(logliks)), key=lambda i: logliks[i] / lengths[i])
 
 
 class MultipleChoiceTask(Task):
