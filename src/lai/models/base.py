@@ -19,7 +19,7 @@ class Target(ABC):
     """A model that answers chat prompts greedily."""
 
     def __init__(self, model: str, **settings: Any) -> None:
-        self.model = model
+        self.name = model  # what the config called it (a path, a hub id, a fake's label)
 
     @abstractmethod
     def generate(self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:

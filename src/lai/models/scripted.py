@@ -35,7 +35,7 @@ class ScriptedTarget(Target):
         self.queue.extend(replies)
 
     def _rule(self, prompt: Prompt) -> str:
-        digest = hashlib.sha256((self.model + repr(prompt)).encode()).digest()
+        digest = hashlib.sha256((self.name + repr(prompt)).encode()).digest()
         value = int.from_bytes(digest[:4], "big") % self.modulus
         return f"I think it through quickly.\nThe answer is {value}."
 
@@ -51,9 +51,9 @@ class ScriptedTarget(Target):
     def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
         """Deterministic pseudo log-likelihoods, so choice tasks run on the fake too."""
         return [
-            -(int.from_bytes(hashlib.sha256((self.model + repr(c) + x).encode()).digest()[:4], "big") % 1000) / 100
+            -(int.from_bytes(hashlib.sha256((self.name + repr(c) + x).encode()).digest()[:4], "big") % 1000) / 100
             for c, x in pairs
         ]
 
     def fingerprint(self) -> str:
-        return "scripted-" + hashlib.sha256(self.model.encode()).hexdigest()[:12]
+        return "scripted-" + hashlib.sha256(self.name.encode()).hexdigest()[:12]
