@@ -78,7 +78,7 @@ class Pipeline:
         atomic_write_text(run_dir / "config.yaml", config_text)
         self.manifest = Manifest(run_dir / "manifest.json", seed=config.seed, config_text=config_text)
         self.tasks: dict[str, Task] = {}
-        self._pools: dict[tuple[str, str], list[Sample]] = {}
+        self._pools: dict[tuple[str, str, Path | None], list[Sample]] = {}
         self._target: Target | None = None
         self._target_model: str | None = None
 
@@ -126,9 +126,10 @@ class Pipeline:
         return self.tasks[name]
 
     def pool(self, task: str, pool: str, path: Path | None) -> list[Sample]:
-        if (task, pool) not in self._pools:
-            self._pools[(task, pool)] = self.task(task).load(pool, path=path, data_dir=self.config.data_dir)
-        return self._pools[(task, pool)]
+        key = (task, pool, path)
+        if key not in self._pools:
+            self._pools[key] = self.task(task).load(pool, path=path, data_dir=self.config.data_dir)
+        return self._pools[key]
 
     def benchmark_samples(self) -> dict[str, tuple[BenchmarkConfig, list[Sample]]]:
         """Benchmarks by key: "task/pool", with "@lm-eval" when not the paper protocol."""
