@@ -72,6 +72,10 @@ def run(
     config: Annotated[Path | None, typer.Argument(help="YAML config; optional when --run-dir holds one")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key.path=value")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="where to write (default runs/<name>)")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="collect errors, then estimate instructor requests, tokens and cost; send nothing")
+    ] = False,
+    max_cost: Annotated[float | None, typer.Option("--max-cost", help="stop the instruct stage at this spend (USD)")] = None,
 ) -> None:
     """Run the loop; rerun the same command to resume an interrupted run."""
     from lai.config import load_config
@@ -81,8 +85,20 @@ def run(
         if run_dir is None or not (run_dir / "config.yaml").exists():
             raise LaiError("no config given", hint="lai run CONFIG, or lai run --run-dir DIR for a run that has one")
         config = run_dir / "config.yaml"
-    cfg = load_config(config, set_ or [])
+    overrides = list(set_ or [])
+    if max_cost is not None:
+        overrides.append(f"instructor.max_cost={max_cost}")
+    cfg = load_config(config, overrides)
     run_dir = run_dir or Path("runs") / cfg.name
+    if dry_run:
+        with Progress(*_columns(), console=console) as progress:
+            bill = Pipeline(cfg, run_dir, RichProgress(progress)).dry_run()
+        console.print(
+            f"[bold]dry run[/], iteration 1: {bill['requests']} requests to {bill['instructor']}, "
+            f"~{bill['prompt_tokens']:,} prompt tokens, at most {bill['completion_tokens']:,} completion tokens, "
+            f"at most ${bill['cost']:.4f} (prices from instructor.prices). Nothing was sent."
+        )
+        return
     console.print(f"[bold]lai run[/] {cfg.name}: {cfg.iterations} iteration(s) -> {run_dir}")
     with Progress(*_columns(), console=console) as progress:
         report = Pipeline(cfg, run_dir, RichProgress(progress)).run()

@@ -67,6 +67,11 @@ class LocalInstructorConfig(Section):
     startup_timeout_s: float = Field(120.0, gt=0)
 
 
+class PriceConfig(Section):
+    prompt: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+
+
 class InstructorConfig(Section):
     """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp), or a scripted fake."""
 
@@ -79,10 +84,20 @@ class InstructorConfig(Section):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(1024, ge=1)
     seed: int | None = None
-    concurrency: int = Field(4, ge=1)
+    concurrency: int = Field(4, ge=1, description="requests on the wire at once")
+    rpm: float | None = Field(None, gt=0, description="client-side limit, requests per minute")
+    tpm: float | None = Field(None, gt=0, description="client-side limit, tokens per minute")
     timeout_s: float = Field(180.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    max_retries: int = Field(5, ge=0, description="per request, for 429, 5xx, timeouts, dropped connections")
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+    corrective_retry: bool = Field(True, description="ask once more when a reply holds no samples")
     structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    cache_path: Path | None = Field(None, description="request cache (default: in the run directory)")
+    prices: dict[str, PriceConfig] = Field(
+        default_factory=dict, description='USD per 1M tokens by model name; "*" for any other'
+    )
+    max_cost: float | None = Field(None, gt=0, description="stop the instruct stage at this spend (USD)")
     local: LocalInstructorConfig = Field(default_factory=LocalInstructorConfig)
     options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
 

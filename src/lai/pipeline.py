@@ -22,7 +22,8 @@ from typing import Any
 
 from lai.config import BenchmarkConfig, RunConfig, dump_config
 from lai.errors import ConfigError, LaiError
-from lai.instructor import INSTRUCTORS, Instructor
+from lai.instructor import INSTRUCTORS, Instructor, InstructRequest
+from lai.instructor.ledger import CostLedger, cost_of, estimate, price_for
 from lai.instructor.local_server import LocalInstructorServer
 from lai.instructor.prompts import template_hash
 from lai.instructor.runner import pending_requests, run_requests
@@ -213,9 +214,19 @@ class Pipeline:
         stats = accuracy(attempts)
         return {**stats, "wrong": stats["n"] - stats["correct"]}
 
-    def _instructor(self, stack: ExitStack) -> Instructor:
+    def _prices(self) -> dict[str, dict[str, float]]:
+        return {model: price.model_dump() for model, price in self.config.instructor.prices.items()}
+
+    def _instructor(self, stack: ExitStack, k: int) -> Instructor:
         cfg = self.config.instructor
-        settings = cfg.model_dump(exclude={"backend", "local", "options"})
+        settings = cfg.model_dump(exclude={"backend", "local", "options", "prices", "max_cost", "cache_path"})
+        # One request cache per run (or a shared one), one cost ledger per iteration.
+        settings.update(
+            cache_path=cfg.cache_path or self.store.root / "instructor_cache.sqlite",
+            ledger=CostLedger(self._prices(), path=self.store.path(k, "ledger.json")),
+            stage="instruct",
+            iteration=k,
+        )
         if cfg.local.enabled:
             server = stack.enter_context(LocalInstructorServer(cfg.local, self.store.root / "logs" / "instructor_server.log"))
             settings.update(base_url=server.base_url, model=server.model_alias, api_key_env=None)
@@ -223,21 +234,29 @@ class Pipeline:
         stack.callback(instructor.close)
         return instructor
 
-    def instruct(self, k: int) -> dict[str, Any]:
+    def plan_requests(self, k: int) -> list[InstructRequest]:
         attempts = read_records(self.store.path(k, "collect.jsonl"), Attempt)
         strategy = STRATEGIES.build(self.config.strategy.name, self.config.strategy.budget, self.config.seed)
         requests = strategy.plan(attempts, {a.task: self.task(a.task) for a in attempts})
         for task_name in {r.task for r in requests}:
             template = strategy.template_for(self.task(task_name))
             self.manifest.record_template(template, template_hash(template))
+        return requests
+
+    def instruct(self, k: int) -> dict[str, Any]:
+        requests = self.plan_requests(k)
         out = self.store.path(k, "instruct.jsonl")
         todo = pending_requests(requests, out)
         if todo:
             with ExitStack() as stack:
-                instructor = self._instructor(stack)
+                instructor = self._instructor(stack, k)
                 instructor.check()
-                run_requests(instructor, todo, out, total=len(requests), progress=self.progress)
+                run_requests(
+                    instructor, todo, out, total=len(requests), progress=self.progress,
+                    max_cost=self.config.instructor.max_cost,
+                )  # fmt: skip
         records = read_records(out, InstructRecord)
+        prices = self._prices()
         return {
             "requests": len(records),
             "ok": sum(r.status == "ok" for r in records),
@@ -245,8 +264,27 @@ class Pipeline:
             "samples_requested": sum(r.n_requested for r in records),
             "prompt_tokens": sum(r.prompt_tokens for r in records),
             "completion_tokens": sum(r.completion_tokens for r in records),
+            "cost_usd": round(sum(cost_of(prices, r.model, r.prompt_tokens, r.completion_tokens) for r in records), 6),
             "models": sorted({r.model for r in records if r.model}),
         }
+
+    def dry_run(self) -> dict[str, Any]:
+        """Select and collect iteration 1 (local work), then estimate the instructor's bill.
+
+        Nothing is sent to the instructor. Later iterations depend on the trained model, so
+        only the first is estimated; the collect records are kept, and a real run resumes
+        after them.
+        """
+        try:
+            self._stage(1, "select", lambda: self.select(1))
+            self._stage(1, "collect", lambda: self.collect(1, self.config.target.model))
+        finally:
+            self._release_target()
+        cfg = self.config.instructor
+        requests = self.plan_requests(1)
+        prompt, completion = price_for(self._prices(), cfg.model)
+        bill = estimate(requests, cfg.max_tokens, {"prompt": prompt, "completion": completion})
+        return {"iteration": 1, "instructor": cfg.model, **bill.as_dict()}
 
     def parse(self, k: int) -> dict[str, Any]:
         records = read_records(self.store.path(k, "instruct.jsonl"), InstructRecord)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lai.config import LocalInstructorConfig, build_config
+from lai.instructor.async_client import AsyncOpenAIInstructor as OpenAIInstructor
 from lai.instructor.local_server import LocalInstructorServer
-from lai.instructor.openai_client import OpenAIInstructor
 from lai.instructor.parsing import parse_reply
 from lai.pipeline import Pipeline, load_summaries
 from lai.records import Attempt

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -86,3 +87,16 @@ def test_unreachable_instructor_keeps_what_was_written(tmp_path: Path, data_dir:
     collected = (tmp_path / "run" / "iter_01" / "collect.jsonl").read_text().splitlines()
     assert len(collected) == 4 and (tmp_path / "run" / "iter_01" / "collect.done").exists()
     assert (tmp_path / "run" / "iter_00" / "evaluate.done").exists()
+
+
+def test_dry_run_estimates_and_sends_nothing(tmp_path: Path, data_dir: Path) -> None:
+    instructor = {"backend": "scripted", "model": "teacher", "max_tokens": 100, "prices": {"teacher": {"prompt": 2.0, "completion": 10.0}}}
+    config = fake(tmp_path, data_dir, instructor=instructor, strategy={"name": "le", "budget": 8})
+    result = lai("run", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "dry run" in result.stderr and "Nothing was sent" in result.stderr
+    wrong = sum(not json.loads(x)["correct"] for x in (tmp_path / "run/iter_01/collect.jsonl").read_text().splitlines())
+    assert f"{wrong} requests to teacher" in result.stderr
+    assert f"at most {wrong * 100:,} completion tokens" in result.stderr
+    assert not (tmp_path / "run/iter_01/instruct.jsonl").exists()
+    assert not (tmp_path / "run/iter_00").exists()  # no baseline evaluation in a dry run

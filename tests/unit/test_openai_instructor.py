@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lai.errors import InstructorError
+from lai.instructor.async_client import AsyncOpenAIInstructor as OpenAIInstructor
 from lai.instructor.base import InstructRequest
-from lai.instructor.openai_client import OpenAIInstructor
 from lai.instructor.runner import run_requests
 from lai.records import InstructRecord
 from lai.store import read_records
@@ -31,13 +31,17 @@ def client(server: ScriptedOpenAIServer, **kw: object) -> OpenAIInstructor:
     return OpenAIInstructor(**settings)  # type: ignore[arg-type]
 
 
+GOOD_REPLY = '{"samples": [{"question": "Tom has 3 pens and buys 2. How many?", "solution": "3+2=5", "answer": 5}]}'
+
+
 def test_reply_tokens_and_structured_output_request() -> None:
-    with ScriptedOpenAIServer(Behaviour(reply='{"samples": []}')) as server:
+    with ScriptedOpenAIServer(Behaviour(reply=GOOD_REPLY)) as server:
         instructor = client(server, structured_output="json_object", seed=3, temperature=0.2)
         instructor.check()
         record = instructor.complete(request())
-    assert record.status == "ok" and record.reply == '{"samples": []}'
+    assert record.status == "ok" and record.reply == GOOD_REPLY
     assert (record.prompt_tokens, record.completion_tokens) == (11, 7)
+    assert len(server.requests) == 1  # a reply with samples needs no corrective retry
     sent = server.requests[0]
     assert sent["response_format"] == {"type": "json_object", "schema": SCHEMA}
     assert sent["seed"] == 3 and sent["temperature"] == 0.2 and sent["model"] == "teacher"
@@ -56,10 +60,10 @@ def test_http_errors_become_failed_records(status: int) -> None:
     assert record.status == "failed" and record.error.startswith(f"HTTP {status}")
 
 
-def test_transient_errors_are_retried_by_the_sdk() -> None:
-    with ScriptedOpenAIServer() as server:
+def test_transient_errors_are_retried() -> None:
+    with ScriptedOpenAIServer(Behaviour(reply=GOOD_REPLY)) as server:
         server.script = [Behaviour(status=503), Behaviour(status=429, headers={"Retry-After": "0"})]
-        record = client(server, max_retries=3).complete(request())
+        record = client(server, max_retries=3, backoff_base_s=0.05).complete(request())
     assert record.status == "ok" and len(server.requests) == 3
 
 

@@ -4,7 +4,7 @@ from lai.instructor.base import Instructor, InstructRequest
 from lai.registry import Registry
 
 INSTRUCTORS: Registry[type[Instructor]] = Registry("instructor backend")
-INSTRUCTORS.register("openai", "lai.instructor.openai_client:OpenAIInstructor")
+INSTRUCTORS.register("openai", "lai.instructor.async_client:AsyncOpenAIInstructor")
 INSTRUCTORS.register("scripted", "lai.instructor.scripted:ScriptedInstructor")
 
 __all__ = ["INSTRUCTORS", "InstructRequest", "Instructor"]

@@ -7,6 +7,7 @@ are still written, and then the error goes up: a rerun sends only what is missin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -28,12 +29,30 @@ def run_requests(
     *,
     total: int | None = None,
     progress: Progress | None = None,
+    max_cost: float | None = None,
 ) -> None:
     total = total if total is not None else len(requests)
     bar = (progress or NullProgress()).start("instruct", total)
     bar.advance(total - len(requests))
+    with JsonlWriter(out) as writer:
+
+        def on_record(record: InstructRecord) -> None:
+            writer.write([record])
+            bar.advance(1)
+
+        run_all = getattr(instructor, "run_all", None)
+        if run_all is not None:  # an async client paces and retries the whole stage itself
+            run_all(requests, on_record, max_cost=max_cost)
+        else:
+            _run_in_threads(instructor, requests, on_record)
+    bar.close()
+
+
+def _run_in_threads(
+    instructor: Instructor, requests: list[InstructRequest], on_record: Callable[[InstructRecord], None]
+) -> None:
     first_error: BaseException | None = None
-    with JsonlWriter(out) as writer, ThreadPoolExecutor(max_workers=instructor.concurrency) as pool:
+    with ThreadPoolExecutor(max_workers=instructor.concurrency) as pool:
         futures = {pool.submit(instructor.complete, request) for request in requests}
         while futures:
             finished, futures = wait(futures, return_when=FIRST_COMPLETED)
@@ -48,8 +67,6 @@ def run_requests(
                     for queued in futures:
                         queued.cancel()
                     continue
-                writer.write([future.result()])
-                bar.advance(1)
-    bar.close()
+                on_record(future.result())
     if first_error is not None:
         raise first_error

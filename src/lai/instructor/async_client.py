@@ -1,0 +1,504 @@
+"""An asyncio instructor for OpenAI-compatible endpoints that rate-limit, fail and cost money.
+
+The instruct stage sends one request per error, thousands per iteration. Threads around a
+synchronous client with the SDK's retries neither pace themselves below RPM/TPM limits nor
+avoid paying twice for a reply after a crash. This client:
+
+* sends requests concurrently on ``openai.AsyncOpenAI`` (bounded by ``concurrency``),
+  paced by a client-side RPM + TPM limiter (:mod:`lai.instructor.rate_limit`);
+* retries on its own (the SDK's retries are off, so every attempt is paced and counted):
+  429, 5xx, timeouts, dropped connections, malformed bodies and empty choices, with
+  exponential back-off and full jitter, obeying a 429's Retry-After, at most
+  ``max_retries`` times; what still fails becomes a failed record with the reason;
+* looks every request up in a persistent SQLite cache first and stores each good reply
+  the moment it arrives (:mod:`lai.instructor.request_cache`), so a rerun after a kill
+  never pays for a reply twice;
+* books token usage in a cost ledger and stops starting requests at ``max_cost``
+  (:mod:`lai.instructor.ledger`);
+* asks once more, with a corrective message, when a reply holds no samples at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from lai.errors import InstructorError
+from lai.instructor.base import Instructor, InstructRequest, failed_record, record_for
+from lai.instructor.ledger import BudgetExceeded, CostLedger, cost_of
+from lai.instructor.parsing import parse_reply
+from lai.instructor.rate_limit import RateLimiter, estimate_tokens
+from lai.instructor.request_cache import RequestCache
+from lai.records import InstructRecord
+
+log = logging.getLogger(__name__)
+
+CORRECTIVE_MESSAGE = (
+    "Your reply could not be read: it contained no samples. Answer again with JSON only, "
+    'no prose and no markdown, in exactly this shape: {"diagnosis": "...", "samples": '
+    '[{"question": "...", "solution": "...", "answer": "..."}]}'
+)
+
+#: The largest Retry-After we obey; a bigger value is more likely a bug than a plan.
+MAX_RETRY_AFTER_S = 300.0
+
+# The record fields that describe the request (taken from the request on a cache hit, so
+# two requests with identical messages but different ids each get their own record).
+_REQUEST_FIELDS = {"id", "source_ids", "task", "strategy", "n_requested", "messages"}
+
+
+@dataclass
+class RunSummary:
+    sent: int = 0  # requests that went to the network (attempts, retries included)
+    cache_hits: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped_for_budget: int = 0
+    cost: float = 0.0
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way worth another try."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _retry_after(error: openai.APIStatusError) -> float | None:
+    """Seconds the server asked us to wait: ``retry-after-ms`` or ``Retry-After`` (seconds)."""
+    headers = getattr(error.response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue  # an HTTP date: rare for APIs; fall back to our own back-off
+        return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    return None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+class AsyncOpenAIInstructor(Instructor):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int = 1024,
+        seed: int | None = None,
+        concurrency: int = 16,
+        timeout_s: float = 180.0,
+        max_retries: int = 5,
+        structured_output: str = "json_schema",
+        rpm: float | None = None,
+        tpm: float | None = None,
+        burst_s: float = 1.0,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        cache_path: Path | str | None = None,
+        ledger: CostLedger | None = None,
+        stage: str = "instruct",
+        iteration: int = 0,
+        corrective_retry: bool = True,
+        jitter_seed: int | None = None,
+        **options: Any,
+    ) -> None:
+        api_key = "not-needed"  # local servers ignore it; the SDK insists on a value
+        if api_key_env:
+            api_key = os.environ.get(api_key_env, "")
+            if not api_key:
+                raise InstructorError(
+                    f"the environment variable {api_key_env} is empty",
+                    hint=f"export {api_key_env}=<your key> (instructor.api_key_env names it)",
+                )
+        # The key lives only here, in memory; it is never part of a cache key or record.
+        self._api_key = api_key
+        self.base_url = base_url
+        self.model_name = model
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.structured_output = structured_output
+        self.rpm, self.tpm, self.burst_s = rpm, tpm, burst_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.cache = RequestCache(cache_path) if cache_path is not None else None
+        self.ledger = ledger if ledger is not None else CostLedger()
+        self.stage = stage
+        self.iteration = iteration
+        self.corrective_retry = corrective_retry
+        self._rng = random.Random(jitter_seed)
+        if options:
+            log.debug("ignoring instructor options %s", sorted(options))
+
+    # -- request building ------------------------------------------------------------------
+
+    def _new_client(self) -> openai.AsyncOpenAI:
+        # max_retries=0: every retry is ours, so it is paced by the limiter and bounded here.
+        return openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0
+        )
+
+    def _response_format(self, request: InstructRequest) -> dict[str, Any] | None:
+        if request.schema is None or self.structured_output == "none":
+            return None
+        if self.structured_output == "json_object":
+            # llama.cpp's server constrains decoding with a grammar built from "schema".
+            return {"type": "json_object", "schema": request.schema}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "training_samples", "schema": request.schema},
+        }
+
+    def cache_key(self, request: InstructRequest) -> str:
+        return RequestCache.key(
+            base_url=self.base_url,
+            model=self.model_name,
+            messages=request.messages,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            response_format=self._response_format(request),
+            sample_index=int(request.extra.get("sample_index", 0)),
+        )
+
+    def _kwargs(self, request: InstructRequest, messages: list[dict[str, str]]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            # Lets the server (and its logs) tie attempts to the request; ASCII only.
+            "extra_headers": {
+                "X-Client-Request-Id": request.id.encode("ascii", "replace").decode()
+            },
+        }
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        response_format = self._response_format(request)
+        if response_format:
+            kwargs["response_format"] = response_format
+        return kwargs
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter (uniform in [0, base * 2^attempt]) spreads retries of many requests
+        # that failed together, instead of sending them back in one burst.
+        return self._rng.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+
+    # -- one request -----------------------------------------------------------------------
+
+    async def _attempt(
+        self, client: openai.AsyncOpenAI, kwargs: dict[str, Any]
+    ) -> tuple[str, str | None, str, int, int]:
+        """One HTTP call: (reply, finish_reason, model, prompt_tokens, completion_tokens)."""
+        try:
+            response = await client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as error:
+            status = error.status_code
+            reason = f"HTTP {status}: {str(error)[:300]}"
+            if status == 429:
+                raise _Retryable(reason, _retry_after(error)) from None
+            if status >= 500 or status in (408, 409):
+                raise _Retryable(reason) from None
+            raise  # 400, 401, 404...: asking again will not help
+        except openai.APITimeoutError:
+            raise _Retryable(f"timeout after {self.timeout_s:g} s") from None
+        except openai.APIConnectionError as error:
+            # Refused (nothing listens: the endpoint is down) differs from dropped (the
+            # server closed this one connection): only the first stops the stage.
+            if type(error.__cause__).__name__ == "ConnectError":
+                raise _Retryable(f"endpoint unreachable: {str(error.__cause__)[:200]}") from None
+            raise _Retryable(f"connection lost: {str(error)[:200]}") from None
+        except (ValueError, openai.APIResponseValidationError) as error:
+            raise _Retryable(
+                f"malformed response: {type(error).__name__}: {str(error)[:200]}"
+            ) from None
+        if not getattr(response, "choices", None):
+            raise _Retryable("reply had no choices")
+        choice = response.choices[0]
+        usage = getattr(response, "usage", None)
+        return (
+            choice.message.content or "",
+            choice.finish_reason,
+            getattr(response, "model", None) or self.model_name,
+            getattr(usage, "prompt_tokens", 0) or 0,
+            getattr(usage, "completion_tokens", 0) or 0,
+        )
+
+    async def _call(
+        self,
+        client: openai.AsyncOpenAI,
+        limiter: RateLimiter,
+        semaphore: asyncio.Semaphore,
+        request: InstructRequest,
+        messages: list[dict[str, str]],
+        summary: RunSummary,
+    ) -> tuple[str, str | None, str, int, int]:
+        """Send with retries; raise _Retryable (the last reason) or APIStatusError when done."""
+        kwargs = self._kwargs(request, messages)
+        estimated = estimate_tokens(messages, self.max_tokens)
+        for attempt in range(self.max_retries + 1):
+            # The slot is held only while a request is on the wire, not during back-off,
+            # so one unlucky request does not idle a concurrency slot.
+            async with semaphore:
+                await limiter.acquire(estimated)
+                summary.sent += 1
+                try:
+                    result = await self._attempt(client, kwargs)
+                except _Retryable as error:
+                    limiter.settle(estimated, 0)  # a failed attempt used no tokens
+                    if attempt >= self.max_retries:
+                        raise
+                    failure = error
+                except BaseException:
+                    limiter.settle(estimated, 0)
+                    raise
+                else:
+                    limiter.settle(estimated, result[3] + result[4])
+                    return result
+            delay = (
+                failure.retry_after if failure.retry_after is not None else self._backoff(attempt)
+            )
+            log.debug(
+                "request %s: %s; retry %d in %.2f s", request.id, failure.reason, attempt + 1, delay
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _complete(
+        self,
+        client: openai.AsyncOpenAI,
+        limiter: RateLimiter,
+        semaphore: asyncio.Semaphore,
+        request: InstructRequest,
+        summary: RunSummary,
+    ) -> InstructRecord:
+        started = time.monotonic()
+        prompt_tokens = completion_tokens = 0
+        model = self.model_name
+
+        def book(used_model: str, prompt: int, completion: int) -> None:
+            nonlocal prompt_tokens, completion_tokens
+            prompt_tokens += prompt
+            completion_tokens += completion
+            summary.cost += self.ledger.add(
+                stage=self.stage, iteration=self.iteration, model=used_model,
+                prompt_tokens=prompt, completion_tokens=completion,
+            )  # fmt: skip
+
+        try:
+            reply, finish, model, prompt, completion = await self._call(
+                client, limiter, semaphore, request, request.messages, summary
+            )
+            book(model, prompt, completion)
+            # A reply cut by max_tokens is kept as is: the parser rescues its complete samples,
+            # and asking again would most likely be cut again.
+            if self.corrective_retry and finish != "length" and not parse_reply(reply).items:
+                log.info("request %s: reply holds no samples; asking once more", request.id)
+                follow_up = [
+                    *request.messages,
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": CORRECTIVE_MESSAGE},
+                ]
+                try:
+                    second = await self._call(
+                        client, limiter, semaphore, request, follow_up, summary
+                    )
+                except (_Retryable, openai.APIStatusError) as error:
+                    # The first reply stands; the parse stage drops it with its reason.
+                    log.info("request %s: corrective retry failed (%s)", request.id, error)
+                else:
+                    reply, finish, model, prompt, completion = second
+                    book(model, prompt, completion)
+        except _Retryable as error:
+            if error.reason.startswith("endpoint unreachable"):
+                # Every retry failed to even connect: the endpoint is down, not this request.
+                # Writing failed records for the rest of the stage would lose them; stop
+                # instead, keeping what was written, so a rerun sends only what is missing.
+                raise InstructorError(
+                    f"lost the instructor endpoint {self.base_url} ({error.reason})",
+                    hint="records written so far are kept; rerun the same command to resume",
+                ) from None
+            return failed_record(
+                request, self.model_name, f"{error.reason} (after {self.max_retries} retries)",
+                time.monotonic() - started,
+            )  # fmt: skip
+        except openai.APIStatusError as error:
+            return failed_record(
+                request, self.model_name, f"HTTP {error.status_code}: {str(error)[:300]}",
+                time.monotonic() - started,
+            )  # fmt: skip
+        record = record_for(
+            request, status="ok", reply=reply, finish_reason=finish, model=model,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            seconds=time.monotonic() - started,
+        )  # fmt: skip
+        if self.cache is not None:
+            self.cache.put(self.cache_key(request), dataclasses.asdict(record))
+        return record
+
+    def _cached(self, request: InstructRequest) -> InstructRecord | None:
+        if self.cache is None:
+            return None
+        stored = self.cache.get(self.cache_key(request))
+        if stored is None:
+            return None
+        outcome = {
+            k: v for k, v in stored.items()
+            if k not in _REQUEST_FIELDS and k in InstructRecord.__dataclass_fields__
+        }  # fmt: skip
+        return record_for(request, **outcome)
+
+    # -- the stage -------------------------------------------------------------------------
+
+    def _upper_cost(self, request: InstructRequest) -> float:
+        """What one request may cost at most (prompt estimate + max_tokens of completion)."""
+        prompt = estimate_tokens(request.messages, 0)
+        return cost_of(self.ledger.prices, self.model_name, prompt, self.max_tokens)
+
+    async def run(
+        self,
+        requests: Iterable[InstructRequest],
+        on_record: Callable[[InstructRecord], None],
+        *,
+        max_cost: float | None = None,
+    ) -> RunSummary:
+        """Process all requests concurrently; ``on_record`` gets each record as it finishes.
+
+        With ``max_cost``, no request starts once the money spent plus the worst case of
+        the requests in flight would pass it; the ones in flight finish and are handed to
+        ``on_record``, then :class:`BudgetExceeded` is raised (a rerun with a larger budget
+        resumes, and the cache makes it free to repeat what was done).
+        """
+        summary = RunSummary()
+        limiter = RateLimiter(self.rpm, self.tpm, burst_s=self.burst_s)
+        semaphore = asyncio.Semaphore(self.concurrency)
+        # A bounded number of requests is in progress (on the wire or backing off), so the
+        # budget check below reserves for a few requests at a time, not for all of them at
+        # once; twice the wire slots, so requests backing off do not idle the wire.
+        starts = asyncio.Semaphore(2 * self.concurrency)
+        reserved = 0.0
+        budget_hit = False
+
+        async def one(request: InstructRequest) -> None:
+            nonlocal reserved, budget_hit
+            cached = self._cached(request)
+            if cached is not None:
+                summary.cache_hits += 1
+                summary.ok += cached.status == "ok"
+                on_record(cached)
+                return
+            async with starts:
+                upper = self._upper_cost(request)
+                if budget_hit or (
+                    max_cost is not None and self.ledger.cost() + reserved + upper > max_cost
+                ):
+                    budget_hit = True
+                    summary.skipped_for_budget += 1
+                    return
+                reserved += upper
+                try:
+                    record = await self._complete(client, limiter, semaphore, request, summary)
+                finally:
+                    reserved -= upper
+            if record.status == "ok":
+                summary.ok += 1
+            else:
+                summary.failed += 1
+                log.warning("request %s failed: %s", request.id, record.error)
+            on_record(record)
+
+        client = self._new_client()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for request in requests:
+                    group.create_task(one(request))
+        except BaseExceptionGroup as errors:
+            # TaskGroup wraps what a request raised; hand the caller the first error itself.
+            raise _first_leaf(errors) from None
+        finally:
+            await client.close()
+            self.ledger.save()
+        if budget_hit:
+            raise BudgetExceeded(
+                f"max_cost {max_cost} reached (spent {self.ledger.cost():.4f}); "
+                f"{summary.skipped_for_budget} requests not sent",
+                hint="records written so far are kept; raise the budget and rerun to resume",
+            )
+        return summary
+
+    def run_all(
+        self,
+        requests: Iterable[InstructRequest],
+        on_record: Callable[[InstructRecord], None],
+        *,
+        max_cost: float | None = None,
+    ) -> RunSummary:
+        """Synchronous wrapper around :meth:`run` (must not be called inside an event loop)."""
+        return asyncio.run(self.run(requests, on_record, max_cost=max_cost))
+
+    def complete(self, request: InstructRequest) -> InstructRecord:
+        """One request, synchronously (the :class:`Instructor` protocol).
+
+        Each call has its own event loop and limiter, so pacing across calls only comes from
+        :meth:`run`; use that for a stage.
+        """
+        records: list[InstructRecord] = []
+        self.run_all([request], records.append)
+        return records[0]
+
+    def check(self) -> None:
+        async def probe() -> None:
+            client = openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=self._api_key, timeout=15, max_retries=1
+            )
+            try:
+                await client.models.list()
+            finally:
+                await client.close()
+
+        try:
+            asyncio.run(probe())
+        except openai.AuthenticationError:
+            raise InstructorError(
+                f"the instructor at {self.base_url} rejected the API key",
+                hint="check instructor.api_key_env",
+            ) from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as error:
+            raise InstructorError(
+                f"the instructor endpoint {self.base_url} is unreachable ({type(error).__name__})",
+                hint="start the server, fix instructor.base_url, "
+                "or set instructor.local.enabled: true",
+            ) from None
+        except openai.APIStatusError:
+            pass  # some servers lack /models; the first real request will tell
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+        self.ledger.save()
