@@ -37,6 +37,7 @@ def _checkpointing(config_class: Any, enabled: bool) -> dict[str, bool]:
 
 class SFTTrainerBackend(Trainer):
     def train(self, model: str, examples: list[TrainExample], out_dir: Path) -> dict[str, Any]:
+        import datasets
         import torch
         from datasets import Dataset
         from peft import LoraConfig
@@ -47,6 +48,7 @@ class SFTTrainerBackend(Trainer):
         from lai.models.resolve import resolve_model
 
         cfg = self.config
+        datasets.disable_progress_bars()  # lai draws its own progress; TRL's would interleave
         torch.set_num_threads(os.cpu_count() or 1)
         device = pick_device("auto")
         on_gpu = device.startswith("cuda")
