@@ -99,8 +99,10 @@ def _cost_section(summaries: dict[int, dict[str, Any]], manifest: dict[str, Any]
     for k, s in sorted(summaries.items()):
         if "instruct" in s:
             i = s["instruct"]
-            rows.append([k, ", ".join(i.get("models", [])) or "-", i.get("ok", 0), i.get("failed", 0), i.get("prompt_tokens", 0), i.get("completion_tokens", 0)])
-    tokens = _table(["iteration", "instructor model", "replies", "failed", "prompt tokens", "completion tokens"], rows) if rows else ""
+            cost = f"${i['cost_usd']:.4f}" if "cost_usd" in i else "-"
+            rows.append([k, ", ".join(i.get("models", [])) or "-", i.get("ok", 0), i.get("failed", 0), i.get("prompt_tokens", 0), i.get("completion_tokens", 0), cost])
+    header = ["iteration", "instructor model", "replies", "failed", "prompt tokens", "completion tokens", "cost (instructor.prices)"]
+    tokens = _table(header, rows) if rows else ""
     stage_rows = []
     for key, entry in manifest.get("stages", {}).items():
         iteration, _, stage = key.partition("/")
