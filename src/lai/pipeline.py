@@ -236,7 +236,11 @@ class Pipeline:
 
     def plan_requests(self, k: int) -> list[InstructRequest]:
         attempts = read_records(self.store.path(k, "collect.jsonl"), Attempt)
-        strategy = STRATEGIES.build(self.config.strategy.name, self.config.strategy.budget, self.config.seed)
+        cfg = self.config.strategy
+        strategy = STRATEGIES.build(
+            cfg.name, cfg.budget, self.config.seed, k=cfg.k, embedder=cfg.embedder,
+            cache_dir=self.store.root / "embeddings",
+        )  # fmt: skip
         requests = strategy.plan(attempts, {a.task: self.task(a.task) for a in attempts})
         for task_name in {r.task for r in requests}:
             template = strategy.template_for(self.task(task_name))

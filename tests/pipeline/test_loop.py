@@ -219,3 +219,31 @@ def test_several_tasks_flow_through_the_loop(data_dir: Path, tmp_path: Path) -> 
     assert all(not g["kept"] for g in generated if g["task"] == "mbpp")
     humaneval = [json.loads(x) for x in (tmp_path / "run/iter_00/eval/humaneval-test.jsonl").read_text().splitlines()]
     assert all(not r["correct"] and r["reason"].startswith("no code block") for r in humaneval)
+
+
+def test_lec_shows_correct_neighbours_beside_each_error(data_dir: Path, tmp_path: Path) -> None:
+    # Questions whose answers are 0 or 1, so the fake target (answers 0 or 1) is often right.
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(
+        json.dumps({"question": f"Tom has {i} apples and gives {'all' if i % 2 else 'all but one'} away. How many are left?",
+                    "answer": f"#### {0 if i % 2 else 1}"}) + "\n"
+        for i in range(2, 42)
+    ))  # fmt: skip
+    config = build_config(
+        fake_config(
+            data_dir, tmp_path / "log", iterations=1,
+            target={"backend": "scripted", "model": "fake-model", "options": {"modulus": 2}},
+            select={"pools": [{"task": "gsm8k", "pool": "train", "n": 40, "path": str(pool)}]},
+            strategy={"name": "lec", "budget": 20, "k": 2, "embedder": "hashing"},
+        )
+    )  # fmt: skip
+    Pipeline(config, tmp_path / "run").run()
+    collect = {a["id"]: a for a in map(json.loads, (tmp_path / "run/iter_01/collect.jsonl").read_text().splitlines())}
+    instruct = [json.loads(x) for x in (tmp_path / "run/iter_01/instruct.jsonl").read_text().splitlines()]
+    assert instruct and all(r["id"].startswith("lec:") for r in instruct)
+    for record in instruct:
+        error, *neighbours = record["source_ids"]
+        assert not collect[error]["correct"]
+        assert len(neighbours) == 2 and all(collect[n]["correct"] for n in neighbours)
+        content = record["messages"][0]["content"]
+        assert all(collect[n]["question"] in content for n in [error, *neighbours])

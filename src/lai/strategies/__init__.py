@@ -5,3 +5,4 @@ from lai.strategies.base import Strategy
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 STRATEGIES.register("le", "lai.strategies.le:LearningFromErrors")
+STRATEGIES.register("lec", "lai.strategies.lec:LearningFromContrast")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 from lai.instructor.base import InstructRequest
 from lai.records import Attempt
@@ -14,7 +15,9 @@ class Strategy(ABC):
     #: Prompt template per task family, e.g. {"math": "le_math"}.
     templates: dict[str, str]
 
-    def __init__(self, budget: int, seed: int = 0) -> None:
+    def __init__(self, budget: int, seed: int = 0, **options: Any) -> None:
+        # Options meant for other strategies (k, embedder, ...) are accepted and ignored,
+        # so the pipeline can pass the whole strategy section to any of them.
         self.budget = budget
         self.seed = seed
 

@@ -1,0 +1,130 @@
+"""LEC, learning from errors by contrast (Ying et al., 2024, section 3.2).
+
+LE shows the instructor one error at a time. LEC adds, for each error, the ``k`` questions
+of the same task that the target answered correctly and that are most similar to it
+(cosine similarity of sentence embeddings of the question text; the paper's runs use
+k = 2). Seeing what the student got right on a near-identical problem helps the instructor
+pin down the one step it got wrong, instead of guessing from the error alone.
+
+Input: the target's scored attempts (wrong and right) and their tasks.
+Output: one instructor request per wrong attempt, each asking for
+``n = ceil(budget / #wrong) + 1`` new samples (as in LE), with id ``lec:<attempt id>`` and
+``source_ids = [error id, *neighbour ids]`` so provenance keeps the neighbours.
+
+Deterministic: the correct pool of each task is sorted by id and ties in similarity go
+to the lower id, so the same attempts give the same requests in any input order.
+
+Reference: Ying, J., et al. (2024). LLMs-as-Instructors: Learning from Errors Toward
+Automating Model Improvement. Findings of EMNLP 2024.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from lai.instructor.base import InstructRequest
+from lai.instructor.prompts import render
+from lai.instructor.retrieval import DEFAULT_EMBEDDER, Embedder, build_embedder, nearest
+from lai.records import Attempt
+from lai.strategies.base import Strategy
+from lai.strategies.le import LearningFromErrors, reply_schema, samples_per_error
+from lai.tasks.base import Task
+
+
+def render_neighbours(neighbours: list[Attempt]) -> str:
+    """The correct examples as numbered blocks for the ``$neighbours`` placeholder."""
+    return "\n\n".join(
+        f"### Example it solved correctly ({i})\nProblem: {a.question}\nIts answer: {a.response}"
+        for i, a in enumerate(neighbours, start=1)
+    )
+
+
+class LearningFromContrast(Strategy):
+    name = "lec"
+    templates = {"math": "lec_math", "code": "lec_code", "choice": "lec_choice"}
+
+    def __init__(
+        self,
+        budget: int,
+        seed: int = 0,
+        k: int = 2,
+        embedder: str | Embedder = DEFAULT_EMBEDDER,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(budget, seed)
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        self.k = k
+        self.embedder_spec = embedder
+        self.cache_dir = cache_dir
+        self._embedder: Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        # Built on first use: a plan where no task has both errors and correct answers
+        # never loads a model.
+        if self._embedder is None:
+            self._embedder = build_embedder(self.embedder_spec, self.cache_dir)
+        return self._embedder
+
+    def neighbours(self, attempts: list[Attempt]) -> dict[str, list[tuple[Attempt, float]]]:
+        """For each wrong attempt id: its ``k`` nearest correct attempts of the same task."""
+        by_task: dict[str, list[Attempt]] = defaultdict(list)
+        for attempt in attempts:
+            by_task[attempt.task].append(attempt)
+        found: dict[str, list[tuple[Attempt, float]]] = {}
+        for task_name in sorted(by_task):
+            group = by_task[task_name]
+            errors = sorted((a for a in group if not a.correct), key=lambda a: a.id)
+            correct = sorted((a for a in group if a.correct), key=lambda a: a.id)
+            if not errors:
+                continue
+            if not correct:
+                for attempt in errors:
+                    found[attempt.id] = []
+                continue
+            # One embed call per task: errors and the correct pool together.
+            vectors = self.embedder.embed([a.question for a in errors + correct])
+            indices, scores = nearest(vectors[: len(errors)], vectors[len(errors) :], self.k)
+            for attempt, row, row_scores in zip(errors, indices, scores, strict=True):
+                found[attempt.id] = [
+                    (correct[int(i)], float(s)) for i, s in zip(row, row_scores, strict=True)
+                ]
+        return found
+
+    def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
+        errors = [a for a in attempts if not a.correct]
+        n = samples_per_error(self.budget, len(errors))
+        neighbours = self.neighbours(attempts)
+        requests = []
+        for attempt in errors:
+            task = tasks[attempt.task]
+            examples = [a for a, _ in neighbours.get(attempt.id, [])]
+            values: dict[str, object] = {
+                "question": attempt.question,
+                "response": attempt.response,
+                "reference": attempt.reference,
+                "reason": attempt.reason,
+                "n": n,
+            }
+            if examples:
+                content = render(
+                    self.template_for(task), neighbours=render_neighbours(examples), **values
+                )
+            else:
+                # The target got nothing in this task right, so there is nothing to contrast
+                # with: fall back to LE's prompt for this error rather than drop it.
+                content = render(LearningFromErrors.templates[task.template_family], **values)
+            requests.append(
+                InstructRequest(
+                    id=f"{self.name}:{attempt.id}",
+                    source_ids=[attempt.id, *(a.id for a in examples)],
+                    task=attempt.task,
+                    strategy=self.name,
+                    n_requested=n,
+                    messages=[{"role": "user", "content": content}],
+                    schema=reply_schema(task, n),
+                )
+            )
+        return requests
