@@ -32,6 +32,32 @@ def reply_schema(task: Task, n: int) -> dict[str, object]:
     }
 
 
+def error_values(attempt: Attempt, n: int) -> dict[str, object]:
+    """The template placeholders every error-driven prompt fills."""
+    return {
+        "question": attempt.question,
+        "response": attempt.response,
+        "reference": attempt.reference,
+        "reason": attempt.reason,
+        "n": n,
+    }
+
+
+def error_request(
+    strategy: str, attempt: Attempt, task: Task, content: str, n: int, source_ids: list[str]
+) -> InstructRequest:
+    """One request about one error: stable id, provenance, and the reply schema for n samples."""
+    return InstructRequest(
+        id=f"{strategy}:{attempt.id}",
+        source_ids=source_ids,
+        task=attempt.task,
+        strategy=strategy,
+        n_requested=n,
+        messages=[{"role": "user", "content": content}],
+        schema=reply_schema(task, n),
+    )
+
+
 class LearningFromErrors(Strategy):
     name = "le"
     templates = {"math": "le_math", "code": "le_code", "choice": "le_choice"}
@@ -42,23 +68,6 @@ class LearningFromErrors(Strategy):
         requests = []
         for attempt in errors:
             task = tasks[attempt.task]
-            content = render(
-                self.template_for(task),
-                question=attempt.question,
-                response=attempt.response,
-                reference=attempt.reference,
-                reason=attempt.reason,
-                n=n,
-            )
-            requests.append(
-                InstructRequest(
-                    id=f"{self.name}:{attempt.id}",
-                    source_ids=[attempt.id],
-                    task=attempt.task,
-                    strategy=self.name,
-                    n_requested=n,
-                    messages=[{"role": "user", "content": content}],
-                    schema=reply_schema(task, n),
-                )
-            )
+            content = render(self.template_for(task), **error_values(attempt, n))
+            requests.append(error_request(self.name, attempt, task, content, n, [attempt.id]))
         return requests

@@ -28,7 +28,7 @@ from lai.instructor.prompts import render
 from lai.instructor.retrieval import DEFAULT_EMBEDDER, Embedder, build_embedder, nearest
 from lai.records import Attempt
 from lai.strategies.base import Strategy
-from lai.strategies.le import LearningFromErrors, reply_schema, samples_per_error
+from lai.strategies.le import LearningFromErrors, error_request, error_values, samples_per_error
 from lai.tasks.base import Task
 
 
@@ -101,13 +101,7 @@ class LearningFromContrast(Strategy):
         for attempt in errors:
             task = tasks[attempt.task]
             examples = [a for a, _ in neighbours.get(attempt.id, [])]
-            values: dict[str, object] = {
-                "question": attempt.question,
-                "response": attempt.response,
-                "reference": attempt.reference,
-                "reason": attempt.reason,
-                "n": n,
-            }
+            values = error_values(attempt, n)
             if examples:
                 content = render(
                     self.template_for(task), neighbours=render_neighbours(examples), **values
@@ -116,15 +110,6 @@ class LearningFromContrast(Strategy):
                 # The target got nothing in this task right, so there is nothing to contrast
                 # with: fall back to LE's prompt for this error rather than drop it.
                 content = render(LearningFromErrors.templates[task.template_family], **values)
-            requests.append(
-                InstructRequest(
-                    id=f"{self.name}:{attempt.id}",
-                    source_ids=[attempt.id, *(a.id for a in examples)],
-                    task=attempt.task,
-                    strategy=self.name,
-                    n_requested=n,
-                    messages=[{"role": "user", "content": content}],
-                    schema=reply_schema(task, n),
-                )
-            )
+            sources = [attempt.id, *(a.id for a in examples)]
+            requests.append(error_request(self.name, attempt, task, content, n, sources))
         return requests
