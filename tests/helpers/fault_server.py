@@ -19,8 +19,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from tests.helpers.openai_server import JSONHandler
 
 FAULTS = ("429", "500", "503", "timeout", "close", "malformed", "empty", "length")
 #: Faults only a plan asks for: a client error that must not be retried.
@@ -84,26 +86,8 @@ class FaultServer:
         self._last = time.monotonic()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JSONHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, like real endpoints
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(
-                self, status: int, body: bytes, headers: dict[str, str] | None = None
-            ) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802
-                models = {"object": "list", "data": [{"id": "test-model", "object": "model"}]}
-                self._send(200, json.dumps(models).encode())
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length", 0))
