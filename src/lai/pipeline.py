@@ -297,9 +297,11 @@ class Pipeline:
         out = self.store.path(k, "generated.jsonl")
         atomic_write_text(out, to_jsonl(samples))
         kept = [s for s in samples if s.kept]
-        # "parsed" counts samples the parser found, whatever the checks said of them.
-        parsed = [s for s in samples if not s.id.endswith(("#request", "#reply"))]
-        return {"parsed": len(parsed), "kept": len(kept), "dropped": len(samples) - len(kept), "drop_reasons": drop_reasons(samples)}
+        reasons = drop_reasons(samples)
+        # "parsed" counts samples the parser found, whatever the checks said of them; a
+        # failed request or an unreadable reply stands for a whole reply, not a sample.
+        parsed = len(samples) - reasons.get("request failed", 0) - reasons.get("unparseable reply", 0)
+        return {"parsed": parsed, "kept": len(kept), "dropped": len(samples) - len(kept), "drop_reasons": reasons}
 
     def train(self, k: int, model: str) -> dict[str, Any]:
         samples = [s for s in read_records(self.store.path(k, "generated.jsonl"), GeneratedSample) if s.kept]
