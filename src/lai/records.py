@@ -70,6 +70,8 @@ class InstructRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    template: str = ""  # the prompt template the request was rendered from
+    template_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,16 @@ class GeneratedSample:
     iteration: int = 0
     diagnosis: str = ""  # the instructor's account of what the target got wrong
     raw: str = ""  # the unparsed reply, kept for replies that yielded nothing
+    # Provenance: where the sample came from, so any kept sample traces back to its error.
+    strategy: str = ""
+    error_id: str = ""  # the wrong attempt it addresses ("" for random/original baselines)
+    neighbour_ids: list[str] = field(default_factory=list)  # LEC: the correct answers shown
+    row_id: str = ""  # original/nearest/random: the real pool row it is (or imitates)
+    instructor_model: str = ""
+    template: str = ""
+    template_hash: str = ""
+    #: per-check evidence, e.g. {"resolve": "3/3 agree on 42", "decontaminate": "clean"}
+    checks: dict[str, str] = field(default_factory=dict)
 
 
 def to_dict(record: Any) -> dict[str, Any]:

@@ -27,6 +27,9 @@ class InstructRequest:
     #: JSON schema the reply should follow, when the endpoint supports structured output.
     schema: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: provenance: the template the prompt was rendered from, and its hash
+    template: str = ""
+    template_hash: str = ""
 
 
 class Instructor(ABC):
@@ -53,6 +56,8 @@ def record_for(request: InstructRequest, *, status: str, model: str, **outcome: 
         n_requested=request.n_requested,
         messages=request.messages,
         status=status,
+        template=request.template,
+        template_hash=request.template_hash,
         model=model,
         **outcome,
     )

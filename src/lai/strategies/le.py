@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from lai.instructor.base import InstructRequest
-from lai.instructor.prompts import render
+from lai.instructor.prompts import render, template_hash
 from lai.records import Attempt
 from lai.strategies.base import Strategy
 from lai.tasks.base import Task
@@ -44,17 +44,25 @@ def error_values(attempt: Attempt, n: int) -> dict[str, object]:
 
 
 def error_request(
-    strategy: str, attempt: Attempt, task: Task, content: str, n: int, source_ids: list[str]
+    strategy: str,
+    attempt: Attempt,
+    task: Task,
+    template: str,
+    values: dict[str, object],
+    source_ids: list[str],
 ) -> InstructRequest:
     """One request about one error: stable id, provenance, and the reply schema for n samples."""
+    n = int(values["n"])  # type: ignore[call-overload]
     return InstructRequest(
         id=f"{strategy}:{attempt.id}",
         source_ids=source_ids,
         task=attempt.task,
         strategy=strategy,
         n_requested=n,
-        messages=[{"role": "user", "content": content}],
+        messages=[{"role": "user", "content": render(template, **values)}],
         schema=reply_schema(task, n),
+        template=template,
+        template_hash=template_hash(template),
     )
 
 
@@ -68,6 +76,14 @@ class LearningFromErrors(Strategy):
         requests = []
         for attempt in errors:
             task = tasks[attempt.task]
-            content = render(self.template_for(task), **error_values(attempt, n))
-            requests.append(error_request(self.name, attempt, task, content, n, [attempt.id]))
+            requests.append(
+                error_request(
+                    self.name,
+                    attempt,
+                    task,
+                    self.template_for(task),
+                    error_values(attempt, n),
+                    [attempt.id],
+                )
+            )
         return requests

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from lai.instructor.base import InstructRequest
-from lai.instructor.prompts import render
 from lai.instructor.retrieval import DEFAULT_EMBEDDER, Embedder, build_embedder, nearest
 from lai.records import Attempt
 from lai.strategies.base import Strategy
@@ -51,8 +51,9 @@ class LearningFromContrast(Strategy):
         k: int = 2,
         embedder: str | Embedder = DEFAULT_EMBEDDER,
         cache_dir: str | Path | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(budget, seed)
+        super().__init__(budget, seed, **options)
         if k < 1:
             raise ValueError("k must be at least 1")
         self.k = k
@@ -103,13 +104,12 @@ class LearningFromContrast(Strategy):
             examples = [a for a, _ in neighbours.get(attempt.id, [])]
             values = error_values(attempt, n)
             if examples:
-                content = render(
-                    self.template_for(task), neighbours=render_neighbours(examples), **values
-                )
+                template = self.template_for(task)
+                values["neighbours"] = render_neighbours(examples)
             else:
                 # The target got nothing in this task right, so there is nothing to contrast
                 # with: fall back to LE's prompt for this error rather than drop it.
-                content = render(LearningFromErrors.templates[task.template_family], **values)
+                template = LearningFromErrors.templates[task.template_family]
             sources = [attempt.id, *(a.id for a in examples)]
-            requests.append(error_request(self.name, attempt, task, content, n, sources))
+            requests.append(error_request(self.name, attempt, task, template, values, sources))
         return requests

@@ -123,6 +123,14 @@ class Task(ABC):
         """The assistant turn that teaches a generated sample, in the form ``score`` reads."""
         raise ConfigError(f"task {self.name} is for evaluation only")
 
+    def reference_sample(self, sample: Sample) -> tuple[str, str, str] | None:
+        """A real pool row as (question, solution, answer) for :meth:`training_target`.
+
+        Used by the baselines that train on real data (``original``, ``nearest``); None
+        when the row has no reference solution to teach.
+        """
+        return None
+
     def training_sample(self, question: str) -> Sample:
         """Wrap a generated question so :meth:`prompt` can format it like a real one."""
         return Sample(id="generated", task=self.name, question=question, reference="")

@@ -268,6 +268,10 @@ class MultipleChoiceTask(Task):
         body = solution.strip()
         return f"{body}\nThe answer is ({answer})." if body else f"The answer is ({answer})."
 
+    def reference_sample(self, sample: Sample) -> tuple[str, str, str] | None:
+        # The question already carries its lettered options; real rows have no explanation.
+        return sample.question, "", sample.reference
+
     def training_sample(self, question: str) -> Sample:
         stem, options = parse_question(question)
         return Sample(

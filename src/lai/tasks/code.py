@@ -299,6 +299,15 @@ class CodeTask(Task):
         # Exactly what the paper-protocol scorer extracts: one ```python block.
         return f"```python\n{solution.strip()}\n```"
 
+    def reference_sample(self, sample: Sample) -> tuple[str, str, str] | None:
+        canonical = str(sample.meta.get("canonical_solution") or "")
+        if not canonical:
+            return None
+        # HumanEval-style rows keep only the body after the prompt; the paper protocol
+        # teaches whole functions, so the prompt goes in front.
+        solution = canonical if sample.meta.get("format") == "mbpp" else sample.question + canonical
+        return sample.question, solution, str(sample.meta.get("test", sample.reference))
+
     def generated_sample(self, question: str, tests: str, sample_id: str = "generated") -> Sample:
         """A scoreable sample for an instructor-written task, for running its tests."""
         names = _DEF_NAME.findall(question)

@@ -165,6 +165,10 @@ class GSM8K(Task):
             raise SampleRejected("final answer is not a number")
         return question, solution, answer
 
+    def reference_sample(self, sample: Sample) -> tuple[str, str, str] | None:
+        solution = str(sample.meta.get("solution") or "")
+        return (sample.question, solution, sample.reference) if solution else None
+
     def training_target(self, solution: str, answer: str) -> str:
         # Drop GSM8K's calculator annotations ("<<48/2=24>>") so targets read naturally.
         solution = re.sub(r"<<[^>]*>>", "", solution).strip()
