@@ -94,7 +94,9 @@ def run(
         with Progress(*_columns(), console=console) as progress:
             bill = Pipeline(cfg, run_dir, RichProgress(progress)).dry_run()
         console.print(
-            f"[bold]dry run[/], iteration 1: {bill['requests']} requests to {bill['instructor']}, "
+            f"[bold]dry run[/], iteration 1: {bill['requests']} requests to {bill['instructor']} "
+            f"({bill['instruct']['requests']} to write samples, at most {bill['verify']['requests']} to re-solve them; "
+            f"{bill['control_errors']} errors held back as the control group), "
             f"~{bill['prompt_tokens']:,} prompt tokens, at most {bill['completion_tokens']:,} completion tokens, "
             f"at most ${bill['cost']:.4f} (prices from instructor.prices). Nothing was sent."
         )

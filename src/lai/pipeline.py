@@ -1,7 +1,7 @@
 """The LLMs-as-Instructors loop, one iteration after another, resumable at any point.
 
     iteration 0:  evaluate the starting model (the baseline)
-    iteration k:  select -> collect -> instruct -> parse -> train -> evaluate
+    iteration k:  select -> collect -> instruct -> parse -> verify -> train -> evaluate -> retest
 
 Each stage reads its inputs from the run directory and writes its outputs there; it
 is skipped when its ``.done`` marker exists, and otherwise continues after the records
@@ -20,17 +20,22 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from lai.config import BenchmarkConfig, RunConfig, dump_config
+from lai.config import BenchmarkConfig, PoolConfig, RunConfig, dump_config
 from lai.errors import ConfigError, LaiError
 from lai.instructor import INSTRUCTORS, Instructor, InstructRequest
 from lai.instructor.ledger import CostLedger, cost_of, estimate, price_for
 from lai.instructor.local_server import LocalInstructorServer
-from lai.instructor.prompts import template_hash
+from lai.instructor.retrieval import build_embedder
+from lai.instructor.prompts import render
 from lai.instructor.runner import pending_requests, run_requests
 from lai.manifest import Manifest
 from lai.models import TARGETS, Target
+from lai.models.resolve import cache_dir
 from lai.progress import NullProgress, Progress
+from lai.quality.decontaminate import ContaminationIndex
+from lai.quality.diagnoses import group_by_diagnosis
 from lai.quality.parse import drop_reasons, parse_records
+from lai.quality.verify import verify_samples
 from lai.records import Attempt, GeneratedSample, InstructRecord, Sample
 from lai.scoring import accuracy, answer_and_score, summarize
 from lai.store import (
@@ -43,6 +48,7 @@ from lai.store import (
     to_jsonl,
 )
 from lai.strategies import STRATEGIES
+from lai.strategies.base import Strategy
 from lai.tasks import get_task
 from lai.tasks.base import Task
 from lai.train import TRAINERS
@@ -95,8 +101,10 @@ class Pipeline:
                 self._stage(k, "collect", lambda k=k, m=model: self.collect(k, m))
                 self._stage(k, "instruct", lambda k=k: self.instruct(k))
                 self._stage(k, "parse", lambda k=k: self.parse(k))
+                self._stage(k, "verify", lambda k=k: self.verify(k))
                 model = self._stage(k, "train", lambda k=k, m=model: self.train(k, m))["model"]
                 self._stage(k, "evaluate", lambda k=k, m=model: self.evaluate(k, m))
+                self._stage(k, "retest", lambda k=k, m=model: self.retest(k, m))
         finally:
             self._release_target()
         from lai.report.markdown import write_report
@@ -186,12 +194,8 @@ class Pipeline:
         Rows that a benchmark evaluates on are never drawn, so a train slice can serve
         as a held-out evaluation set.
         """
-        held_out = {s.id for _, rows in self.benchmark_samples().values() for s in rows}
         chosen: list[dict[str, str]] = []
-        for spec in self.config.select.pools:
-            candidates = [s for s in self.pool(spec.task, spec.pool, spec.path) if s.id not in held_out]
-            seed = int(hashlib.sha256(f"{self.config.seed}/{spec.task}/{spec.pool}".encode()).hexdigest()[:8], 16)
-            random.Random(seed).shuffle(candidates)
+        for spec, candidates in self._shuffled_pools():
             picked = candidates[(k - 1) * spec.n : k * spec.n]
             if not picked:
                 raise LaiError(
@@ -202,6 +206,25 @@ class Pipeline:
         out = self.store.path(k, "selection.jsonl")
         atomic_write_text(out, to_jsonl(chosen))
         return {"selected": len(chosen)}
+
+    def _shuffled_pools(self) -> list[tuple[PoolConfig, list[Sample]]]:
+        """Each training pool in its seeded order, without the rows a benchmark evaluates on."""
+        held_out = {s.id for _, rows in self.benchmark_samples().values() for s in rows}
+        shuffled = []
+        for spec in self.config.select.pools:
+            candidates = [s for s in self.pool(spec.task, spec.pool, spec.path) if s.id not in held_out]
+            seed = int(hashlib.sha256(f"{self.config.seed}/{spec.task}/{spec.pool}".encode()).hexdigest()[:8], 16)
+            random.Random(seed).shuffle(candidates)
+            shuffled.append((spec, candidates))
+        return shuffled
+
+    def unselected_rows(self) -> list[Sample]:
+        """Pool rows that no iteration of this run selects (what the real-data baselines use)."""
+        return [s for spec, rows in self._shuffled_pools() for s in rows[self.config.iterations * spec.n :]]
+
+    def pool_texts(self) -> list[tuple[str, str]]:
+        """(id, question) of every training-pool row, for the duplicate check."""
+        return [(s.id, s.question) for spec in self.config.select.pools for s in self.pool(spec.task, spec.pool, spec.path)]
 
     def _selected_samples(self, k: int) -> list[Sample]:
         specs = {(p.task, p.pool): p.path for p in self.config.select.pools}
@@ -217,14 +240,14 @@ class Pipeline:
     def _prices(self) -> dict[str, dict[str, float]]:
         return {model: price.model_dump() for model, price in self.config.instructor.prices.items()}
 
-    def _instructor(self, stack: ExitStack, k: int) -> Instructor:
+    def _instructor(self, stack: ExitStack, k: int, stage: str = "instruct") -> Instructor:
         cfg = self.config.instructor
         settings = cfg.model_dump(exclude={"backend", "local", "options", "prices", "max_cost", "cache_path"})
         # One request cache per run (or a shared one), one cost ledger per iteration.
         settings.update(
             cache_path=cfg.cache_path or self.store.root / "instructor_cache.sqlite",
             ledger=CostLedger(self._prices(), path=self.store.path(k, "ledger.json")),
-            stage="instruct",
+            stage=stage,
             iteration=k,
         )
         if cfg.local.enabled:
@@ -234,20 +257,50 @@ class Pipeline:
         stack.callback(instructor.close)
         return instructor
 
-    def plan_requests(self, k: int) -> list[InstructRequest]:
-        attempts = read_records(self.store.path(k, "collect.jsonl"), Attempt)
+    def strategy(self, k: int) -> Strategy:
         cfg = self.config.strategy
-        strategy = STRATEGIES.build(
-            cfg.name, cfg.budget, self.config.seed, k=cfg.k, embedder=cfg.embedder,
-            cache_dir=self.store.root / "embeddings",
+        return STRATEGIES.build(
+            cfg.name, cfg.budget, self.config.seed, iteration=k, k=cfg.k, embedder=cfg.embedder,
+            cache_dir=embedding_cache(), mix=cfg.mix,
         )  # fmt: skip
-        requests = strategy.plan(attempts, {a.task: self.task(a.task) for a in attempts})
-        for task_name in {r.task for r in requests}:
-            template = strategy.template_for(self.task(task_name))
-            self.manifest.record_template(template, template_hash(template))
+
+    def control_ids(self, attempts: list[Attempt]) -> set[str]:
+        """The errors held back from the strategy: the untargeted control of the fix rate.
+
+        A seeded draw of ``strategy.control_fraction`` of each task's errors, so targeted
+        and control errors come from the same tasks in the same proportions.
+        """
+        fraction = self.config.strategy.control_fraction
+        by_task: dict[str, list[str]] = {}
+        for a in attempts:
+            if not a.correct:
+                by_task.setdefault(a.task, []).append(a.id)
+        held: set[str] = set()
+        for task_name, ids in sorted(by_task.items()):
+            ids.sort()
+            random.Random(f"{self.config.seed}/control/{task_name}").shuffle(ids)
+            held.update(ids[: round(fraction * len(ids))])
+        return held
+
+    def _attempts_for_strategy(self, k: int) -> list[Attempt]:
+        attempts = read_records(self.store.path(k, "collect.jsonl"), Attempt)
+        control = self.control_ids(attempts)
+        return [a for a in attempts if a.id not in control]
+
+    def plan_requests(self, k: int) -> list[InstructRequest]:
+        attempts = self._attempts_for_strategy(k)
+        requests = self.strategy(k).plan(attempts, {a.task: self.task(a.task) for a in attempts})
+        self._record_templates(requests)
         return requests
 
+    def _record_templates(self, requests: list[InstructRequest]) -> None:
+        for template, digest in sorted({(r.template, r.template_hash) for r in requests if r.template}):
+            self.manifest.record_template(template, digest)
+
     def instruct(self, k: int) -> dict[str, Any]:
+        strategy = self.strategy(k)
+        if not strategy.uses_instructor:
+            return self._direct(k, strategy)
         requests = self.plan_requests(k)
         out = self.store.path(k, "instruct.jsonl")
         todo = pending_requests(requests, out)
@@ -262,6 +315,7 @@ class Pipeline:
         records = read_records(out, InstructRecord)
         prices = self._prices()
         return {
+            "control_errors": self._control_count(k),
             "requests": len(records),
             "ok": sum(r.status == "ok" for r in records),
             "failed": sum(r.status != "ok" for r in records),
@@ -271,6 +325,17 @@ class Pipeline:
             "cost_usd": round(sum(cost_of(prices, r.model, r.prompt_tokens, r.completion_tokens) for r in records), 6),
             "models": sorted({r.model for r in records if r.model}),
         }
+
+    def _direct(self, k: int, strategy: Strategy) -> dict[str, Any]:
+        """Baselines without an instructor: real rows, written where parse will read them."""
+        attempts = self._attempts_for_strategy(k)
+        tasks = {a.task: self.task(a.task) for a in attempts}
+        samples = strategy.direct_samples(attempts, tasks, self.unselected_rows())
+        atomic_write_text(self.store.path(k, "direct.jsonl"), to_jsonl(samples))
+        return {"control_errors": self._control_count(k), "requests": 0, "direct_samples": len(samples)}
+
+    def _control_count(self, k: int) -> int:
+        return len(self.control_ids(read_records(self.store.path(k, "collect.jsonl"), Attempt)))
 
     def dry_run(self) -> dict[str, Any]:
         """Select and collect iteration 1 (local work), then estimate the instructor's bill.
@@ -285,15 +350,39 @@ class Pipeline:
         finally:
             self._release_target()
         cfg = self.config.instructor
-        requests = self.plan_requests(1)
+        requests = self.plan_requests(1) if self.strategy(1).uses_instructor else []
         prompt, completion = price_for(self._prices(), cfg.model)
-        bill = estimate(requests, cfg.max_tokens, {"prompt": prompt, "completion": completion})
-        return {"iteration": 1, "instructor": cfg.model, **bill.as_dict()}
+        price = {"prompt": prompt, "completion": completion}
+        bill = estimate(requests, cfg.max_tokens, price)
+        # Re-solving: at most n solves of every requested math / multiple-choice sample. A
+        # generated question is about as long as the question it came from, so each source
+        # question stands in for its samples' prompts.
+        check = self.config.verify.resolve
+        solves = []
+        if check.enabled:
+            questions = {a.id: a.question for a in read_records(self.store.path(1, "collect.jsonl"), Attempt)}
+            for request in requests:
+                family = self.task(request.task).template_family
+                if family in ("math", "choice"):
+                    content = render(f"resolve_{family}", question=questions.get(request.source_ids[0], ""))
+                    solves += [[{"role": "user", "content": content}]] * (request.n_requested * check.n)
+        verify_bill = estimate(solves, check.max_tokens, price)
+        total = {
+            key: bill.as_dict()[key] + verify_bill.as_dict()[key]
+            for key in ("requests", "prompt_tokens", "completion_tokens", "cost")
+        }
+        return {
+            "iteration": 1, "instructor": cfg.model, **total,
+            "instruct": bill.as_dict(), "verify": verify_bill.as_dict(),
+            "control_errors": self._control_count(1),
+        }  # fmt: skip
 
     def parse(self, k: int) -> dict[str, Any]:
         records = read_records(self.store.path(k, "instruct.jsonl"), InstructRecord)
         sources = {a.id: a.question for a in read_records(self.store.path(k, "collect.jsonl"), Attempt)}
-        samples = parse_records(records, {r.task: self.task(r.task) for r in records}, sources, k)
+        tasks = {r.task: self.task(r.task) for r in records}
+        samples = parse_records(records, tasks, sources, k, check_format=self.config.verify.format)
+        samples += read_records(self.store.path(k, "direct.jsonl"), GeneratedSample)
         out = self.store.path(k, "generated.jsonl")
         atomic_write_text(out, to_jsonl(samples))
         kept = [s for s in samples if s.kept]
@@ -303,10 +392,51 @@ class Pipeline:
         parsed = len(samples) - reasons.get("request failed", 0) - reasons.get("unparseable reply", 0)
         return {"parsed": parsed, "kept": len(kept), "dropped": len(samples) - len(kept), "drop_reasons": reasons}
 
+    def verify(self, k: int) -> dict[str, Any]:
+        samples = read_records(self.store.path(k, "generated.jsonl"), GeneratedSample)
+        tasks = {s.task: self.task(s.task) for s in samples}
+        before = sum(s.kept for s in samples)
+        cfg = self.config.verify
+        embedder_spec = cfg.embedder or self.config.strategy.embedder
+        embedders: list[Any] = []
+
+        def embedder() -> Any:
+            if not embedders:
+                embedders.append(build_embedder(embedder_spec, embedding_cache()))
+            return embedders[0]
+
+        def contamination() -> ContaminationIndex:
+            benches = {key: [(s.id, s.question) for s in rows] for key, (_, rows) in self.benchmark_samples().items()}
+            return ContaminationIndex(benches, n=cfg.decontaminate.ngram, embedder=embedder(), threshold=cfg.decontaminate.threshold)
+
+        def resolve(requests: list[InstructRequest]) -> list[InstructRecord]:
+            self._record_templates(requests)
+            out = self.store.path(k, "verify_instruct.jsonl")
+            todo = pending_requests(requests, out)
+            if todo:
+                with ExitStack() as stack:
+                    instructor = self._instructor(stack, k, stage="verify")
+                    instructor.check()
+                    run_requests(
+                        instructor, todo, out, total=len(requests), progress=self.progress,
+                        max_cost=self.config.instructor.max_cost, label="verify: re-solve",
+                    )  # fmt: skip
+            wanted = {r.id for r in requests}
+            return [r for r in read_records(out, InstructRecord) if r.id in wanted]
+
+        checked, summary = verify_samples(
+            samples, tasks, cfg, pool=self.pool_texts, contamination=contamination, embedder=embedder, resolve=resolve
+        )
+        atomic_write_text(self.store.path(k, "verified.jsonl"), to_jsonl(checked))
+        kept = sum(s.kept for s in checked)
+        entered = {s.id for s in samples if s.kept}
+        reasons = drop_reasons([s for s in checked if not s.kept and s.id in entered])
+        return {**summary, "checked": before, "kept": kept, "dropped": before - kept, "drop_reasons": reasons}
+
     def train(self, k: int, model: str) -> dict[str, Any]:
-        samples = [s for s in read_records(self.store.path(k, "generated.jsonl"), GeneratedSample) if s.kept]
+        samples = [s for s in read_records(self.store.path(k, "verified.jsonl"), GeneratedSample) if s.kept]
         if not samples:
-            log.warning("iteration %d: no generated sample was kept; the model is not trained", k)
+            log.warning("iteration %d: no generated sample passed the checks; the model is not trained", k)
             return {"model": model, "examples": 0, "trained": False, "skipped": "no samples kept"}
         examples = []
         for sample in samples:
@@ -327,6 +457,49 @@ class Pipeline:
             scores[key] = summarize(self._answer(model, k, samples, out, f"evaluate {key}", bench))
         atomic_write_json(self.store.path(k, "eval.json"), {"model": model, "scores": scores})
         return {"model": model, "scores": scores}
+
+    def retest(self, k: int, model: str) -> dict[str, Any]:
+        """Ask the trained model this iteration's errors again: the fix rate.
+
+        ``targeted`` errors have at least one kept training sample made from them;
+        ``control`` errors were held back from the strategy by a seeded draw, so the gap
+        between the two rates is what the targeted samples did beyond training in
+        general; ``other`` errors were shown to the instructor but yielded no kept sample.
+        """
+        attempts = read_records(self.store.path(k, "collect.jsonl"), Attempt)
+        errors = [a for a in attempts if not a.correct]
+        control = self.control_ids(attempts)
+        samples = read_records(self.store.path(k, "verified.jsonl"), GeneratedSample)
+        targeted = {s.error_id for s in samples if s.kept and s.error_id}
+        index = {s.id: s for s in self._selected_samples(k)}
+        again = self._answer(model, k, [index[a.id] for a in errors], self.store.path(k, "retest.jsonl"), "retest")
+        fixed = {a.id for a in again if a.correct}
+        groups = {
+            "targeted": [a.id for a in errors if a.id in targeted],
+            "control": [a.id for a in errors if a.id in control],
+            "other": [a.id for a in errors if a.id not in targeted and a.id not in control],
+        }
+        summary = {
+            name: {"n": len(ids), "fixed": sum(i in fixed for i in ids), "rate": rate(sum(i in fixed for i in ids), len(ids))}
+            for name, ids in groups.items()
+        }
+        atomic_write_json(
+            self.store.path(k, "diagnoses.json"), group_by_diagnosis(errors, samples, fixed, self._diagnosis_embedder())
+        )
+        return {"model": model, **summary}
+
+    def _diagnosis_embedder(self) -> Any:
+        return build_embedder(self.config.verify.embedder or self.config.strategy.embedder, embedding_cache())
+
+
+def embedding_cache() -> Path:
+    """Embeddings are cached per machine, not per run: keyed by model and text, they are
+    the same in every run, and embedding a 7k-question pool takes minutes on a CPU."""
+    return cache_dir() / "embeddings"
+
+
+def rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
 
 
 def load_summaries(run_dir: Path) -> dict[int, dict[str, Any]]:

@@ -20,9 +20,13 @@ import yaml
 from lai.config import build_config
 from lai.models.scripted import ScriptedTarget
 from lai.pipeline import Pipeline, load_summaries
+from lai.records import Attempt
 
 REPO = Path(__file__).resolve().parents[2]
-RECORD_FILES = ("selection.jsonl", "collect.jsonl", "instruct.jsonl", "generated.jsonl", "eval/gsm8k-test.jsonl")
+RECORD_FILES = (
+    "selection.jsonl", "collect.jsonl", "instruct.jsonl", "generated.jsonl", "verify_instruct.jsonl",
+    "verified.jsonl", "eval/gsm8k-test.jsonl", "retest.jsonl",
+)  # fmt: skip
 VOLATILE = {"seconds"}  # wall-clock fields differ between runs by nature
 
 
@@ -40,7 +44,7 @@ def fake_config(data_dir: Path, request_log: Path, delay: float = 0.0, **extra: 
             "concurrency": 2,
             "options": {"delay_s": delay, "request_log": str(request_log), "garbage_every": 5},
         },
-        "strategy": {"name": "le", "budget": 20},
+        "strategy": {"name": "le", "budget": 20, "embedder": "hashing"},
         "train": {"backend": "noop"},
         "evaluate": {"benchmarks": [{"task": "gsm8k", "pool": "test", "limit": 10}]},
     }
@@ -67,9 +71,15 @@ def test_two_iterations_on_fakes(data_dir: Path, tmp_path: Path) -> None:
     for k in (1, 2):
         s = summaries[k]
         assert s["select"]["selected"] == 12
-        assert s["collect"]["n"] == 12 and s["collect"]["wrong"] == s["instruct"]["requests"] > 0
+        # A fifth of the errors is held back as the fix rate's control group.
+        assert s["instruct"]["control_errors"] == round(0.2 * s["collect"]["wrong"])
+        assert s["collect"]["n"] == 12 and s["collect"]["wrong"] == s["instruct"]["requests"] + s["instruct"]["control_errors"]
         assert s["parse"]["kept"] > 0 and s["parse"]["drop_reasons"].get("unparseable reply", 0) > 0
-        assert s["train"]["examples"] == s["parse"]["kept"]
+        assert s["verify"]["checked"] == s["parse"]["kept"] and s["verify"]["kept"] > 0
+        assert s["train"]["examples"] == s["verify"]["kept"]
+        retest = s["retest"]
+        assert retest["targeted"]["n"] + retest["control"]["n"] + retest["other"]["n"] == s["collect"]["wrong"]
+        assert retest["control"]["n"] == s["instruct"]["control_errors"]
         assert s["evaluate"]["scores"]["gsm8k/test"]["n"] == 10
     # Iterations draw disjoint questions; none is ever sent to the instructor twice.
     sel = [{json.loads(x)["id"] for x in (tmp_path / f"run/iter_0{k}/selection.jsonl").read_text().splitlines()} for k in (1, 2)]
@@ -92,7 +102,12 @@ def test_instructor_sees_the_targets_error(data_dir: Path, tmp_path: Path) -> No
     wrong = [a for a in collect if not a["correct"]]
     instruct = [json.loads(x) for x in (tmp_path / "run/iter_01/instruct.jsonl").read_text().splitlines()]
     by_source = {r["source_ids"][0]: r for r in instruct}
+    control = pipeline.control_ids([Attempt(**a) for a in collect])
+    assert control and control < {a["id"] for a in wrong}
     for attempt in wrong:
+        if attempt["id"] in control:  # held back: never shown to the instructor
+            assert attempt["id"] not in by_source
+            continue
         content = by_source[attempt["id"]]["messages"][0]["content"]
         assert attempt["question"] in content and attempt["response"] in content
 
@@ -131,7 +146,7 @@ def sent_counts(log: Path) -> Counter[str]:
 
 def written_ids(run_dir: Path) -> set[str]:
     ids: set[str] = set()
-    for path in run_dir.glob("iter_*/instruct.jsonl"):
+    for path in [*run_dir.glob("iter_*/instruct.jsonl"), *run_dir.glob("iter_*/verify_instruct.jsonl")]:
         for line in path.read_text().splitlines():
             with contextlib.suppress(json.JSONDecodeError):  # a torn last line is no record
                 ids.add(json.loads(line)["id"])
@@ -173,10 +188,11 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_records(data_dir: P
     assert records(run_dir) == records(tmp_path / "ref")  # none lost, none duplicated, same content
     for rows in records(run_dir).values():
         assert len({r["id"] for r in rows}) == len(rows)
-    # Every request was answered exactly once in the record, and sent at most once per kill.
+    # Every request was answered exactly once in the record; only requests in flight at a
+    # kill (at most `concurrency` of them) are sent again.
     counts = sent_counts(log)
     assert set(counts) == written_ids(run_dir)
-    assert sum(counts.values()) - len(counts) <= kills
+    assert sum(counts.values()) - len(counts) <= kills * fake_config(data_dir, log)["instructor"]["concurrency"]
     summaries = load_summaries(run_dir)
     assert summaries.keys() == load_summaries(tmp_path / "ref").keys()
 

@@ -36,6 +36,7 @@ def fake(tmp_path: Path, data_dir: Path, **changes: object) -> Path:
         "target": {"backend": "scripted", "model": "m"},
         "select": {"pools": [{"task": "gsm8k", "pool": "train", "n": 4}]},
         "instructor": {"backend": "scripted"},
+        "strategy": {"embedder": "hashing"},
         "train": {"backend": "noop"},
         "evaluate": {"benchmarks": [{"task": "gsm8k", "pool": "test", "limit": 3}]},
     }
@@ -96,7 +97,12 @@ def test_dry_run_estimates_and_sends_nothing(tmp_path: Path, data_dir: Path) -> 
     assert result.returncode == 0, result.stderr
     assert "dry run" in result.stderr and "Nothing was sent" in result.stderr
     wrong = sum(not json.loads(x)["correct"] for x in (tmp_path / "run/iter_01/collect.jsonl").read_text().splitlines())
-    assert f"{wrong} requests to teacher" in result.stderr
-    assert f"at most {wrong * 100:,} completion tokens" in result.stderr
+    control = round(0.2 * wrong)  # strategy.control_fraction's default
+    shown = wrong - control
+    n = -(-8 // shown) + 1  # LE asks ceil(budget / errors) + 1 samples per error
+    solves = shown * n * 3  # verify.resolve: 3 solves per sample, at most 512 tokens each
+    assert f"{shown + solves} requests to teacher ({shown} to write samples, at most {solves} to re-solve" in result.stderr
+    assert f"{control} errors held back" in result.stderr
+    assert f"at most {shown * 100 + solves * 512:,} completion tokens" in result.stderr
     assert not (tmp_path / "run/iter_01/instruct.jsonl").exists()
     assert not (tmp_path / "run/iter_00").exists()  # no baseline evaluation in a dry run

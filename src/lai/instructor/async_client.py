@@ -54,7 +54,7 @@ MAX_RETRY_AFTER_S = 300.0
 
 # The record fields that describe the request (taken from the request on a cache hit, so
 # two requests with identical messages but different ids each get their own record).
-_REQUEST_FIELDS = {"id", "source_ids", "task", "strategy", "n_requested", "messages"}
+_REQUEST_FIELDS = {"id", "source_ids", "task", "strategy", "n_requested", "messages", "template", "template_hash"}
 
 
 @dataclass
@@ -175,13 +175,21 @@ class AsyncOpenAIInstructor(Instructor):
             "json_schema": {"name": "training_samples", "schema": request.schema},
         }
 
+    # A request may carry its own sampling settings in ``extra`` (the re-solving check
+    # asks for short answers at its own temperature); the stage's settings are the default.
+    def _temperature(self, request: InstructRequest) -> float:
+        return float(request.extra.get("temperature", self.temperature))
+
+    def _max_tokens(self, request: InstructRequest) -> int:
+        return int(request.extra.get("max_tokens", self.max_tokens))
+
     def cache_key(self, request: InstructRequest) -> str:
         return RequestCache.key(
             base_url=self.base_url,
             model=self.model_name,
             messages=request.messages,
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
+            temperature=self._temperature(request),
+            max_tokens=self._max_tokens(request),
             seed=self.seed,
             response_format=self._response_format(request),
             sample_index=int(request.extra.get("sample_index", 0)),
@@ -191,8 +199,8 @@ class AsyncOpenAIInstructor(Instructor):
         kwargs: dict[str, Any] = {
             "model": self.model_name,
             "messages": messages,
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
+            "temperature": self._temperature(request),
+            "max_tokens": self._max_tokens(request),
             # Lets the server (and its logs) tie attempts to the request; ASCII only.
             "extra_headers": {
                 "X-Client-Request-Id": request.id.encode("ascii", "replace").decode()
@@ -261,7 +269,7 @@ class AsyncOpenAIInstructor(Instructor):
     ) -> tuple[str, str | None, str, int, int]:
         """Send with retries; raise _Retryable (the last reason) or APIStatusError when done."""
         kwargs = self._kwargs(request, messages)
-        estimated = estimate_tokens(messages, self.max_tokens)
+        estimated = estimate_tokens(messages, self._max_tokens(request))
         for attempt in range(self.max_retries + 1):
             # The slot is held only while a request is on the wire, not during back-off,
             # so one unlucky request does not idle a concurrency slot.
@@ -379,7 +387,7 @@ class AsyncOpenAIInstructor(Instructor):
     def _upper_cost(self, request: InstructRequest) -> float:
         """What one request may cost at most (prompt estimate + max_tokens of completion)."""
         prompt = estimate_tokens(request.messages, 0)
-        return cost_of(self.ledger.prices, self.model_name, prompt, self.max_tokens)
+        return cost_of(self.ledger.prices, self.model_name, prompt, self._max_tokens(request))
 
     async def run(
         self,

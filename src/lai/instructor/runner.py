@@ -30,9 +30,10 @@ def run_requests(
     total: int | None = None,
     progress: Progress | None = None,
     max_cost: float | None = None,
+    label: str = "instruct",
 ) -> None:
     total = total if total is not None else len(requests)
-    bar = (progress or NullProgress()).start("instruct", total)
+    bar = (progress or NullProgress()).start(label, total)
     bar.advance(total - len(requests))
     with JsonlWriter(out) as writer:
 

@@ -4,7 +4,8 @@ Replies come from a queue (``enqueue``) when one is set, otherwise from a determ
 rule: a JSON reply with ``n_requested`` simple arithmetic samples derived from the
 request id. Options for pipeline tests: ``delay_s`` slows each request, ``request_log``
 appends one line per request actually sent (so a test can prove nothing is sent twice),
-``garbage_every`` makes every k-th request return unparseable text.
+``garbage_every`` makes every k-th request return unparseable text; re-solve requests
+(the verify stage) are answered with the sum of the problem's numbers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -29,8 +31,10 @@ class ScriptedInstructor(Instructor):
         request_log: str | None = None,
         garbage_every: int = 0,
         concurrency: int = 1,
+        wrong_answers: list[str] | None = None,
         **settings: Any,
     ) -> None:
+        self.wrong_answers = set(wrong_answers or ())
         self.model_name = model
         self.delay_s = float(delay_s)
         self.request_log = request_log
@@ -47,6 +51,8 @@ class ScriptedInstructor(Instructor):
         seed = int.from_bytes(hashlib.sha256(request.id.encode()).digest()[:4], "big")
         if self.garbage_every and seed % self.garbage_every == 0:
             return "I am not sure what you want me to do here."
+        if request.strategy == "resolve":
+            return self._solve(request)
         samples = []
         for k in range(request.n_requested):
             a, b = 3 + (seed + k) % 50, 7 + (seed // 7 + 3 * k) % 40
@@ -58,6 +64,17 @@ class ScriptedInstructor(Instructor):
                 }
             )
         return json.dumps({"diagnosis": "The student adds the wrong quantities.", "samples": samples})
+
+    def _solve(self, request: InstructRequest) -> str:
+        """Re-solve one of its own problems: they all ask for the sum of their numbers.
+
+        Samples whose id is in ``wrong_answers`` (a test option) are solved wrongly.
+        """
+        problem = request.messages[-1]["content"].split("## Problem", 1)[-1].split("Reply with", 1)[0]
+        total = sum(int(n) for n in re.findall(r"\d+", problem))
+        if request.source_ids and request.source_ids[0] in self.wrong_answers:
+            total += 1
+        return json.dumps({"reasoning": "Add the numbers.", "answer": total})
 
     def complete(self, request: InstructRequest) -> InstructRecord:
         with self._lock:

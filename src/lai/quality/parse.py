@@ -45,35 +45,72 @@ def example_questions(record: InstructRecord) -> set[str]:
     return {normalize_text(q) for q in re.findall(r'"question":\s*"((?:[^"\\]|\\.)*)"', prompt)}
 
 
-def _dropped(
-    record: InstructRecord, key: str, reason: str, iteration: int, fields: dict[str, str]
+def provenance(record: InstructRecord) -> dict[str, object]:
+    """Where a sample came from, read off the request it answers.
+
+    Error-driven requests (le, lec) list the error first and, for LEC, the correct
+    neighbours after it; the ``random`` baseline lists the pool row it imitates.
+    """
+    first, rest = (record.source_ids[0] if record.source_ids else ""), list(record.source_ids[1:])
+    from_error = record.strategy != "random"
+    return {
+        "request_id": record.id,
+        "source_ids": record.source_ids,
+        "task": record.task,
+        "strategy": record.strategy,
+        "error_id": first if from_error else "",
+        "neighbour_ids": rest if from_error else [],
+        "row_id": "" if from_error else first,
+        "instructor_model": record.model,
+        "template": record.template,
+        "template_hash": record.template_hash,
+    }
+
+
+def _sample(
+    record: InstructRecord, key: str, iteration: int, fields: dict[str, str], reason: str | None = None, **extra: object
 ) -> GeneratedSample:
     return GeneratedSample(
         id=f"{record.id}#{key}",
-        request_id=record.id,
-        source_ids=record.source_ids,
-        task=record.task,
         question=fields.get("question", ""),
         solution=fields.get("solution", ""),
         answer=fields.get("answer", ""),
-        kept=False,
+        kept=reason is None,
         drop_reason=reason,
         iteration=iteration,
         diagnosis=fields.get("diagnosis", ""),
         raw=fields.get("raw", ""),
+        **provenance(record),  # type: ignore[arg-type]
+        **extra,  # type: ignore[arg-type]
     )
 
 
+def unchecked_fields(item: dict[str, object], reason: SampleRejected) -> tuple[str, str, str] | None:
+    """With the format check off: the raw fields, if there is anything to train on at all."""
+    question = str(item.get("question") or "").strip()
+    solution = str(item.get("solution") or item.get("explanation") or "").strip()
+    answer = str(item.get("answer") if item.get("answer") is not None else item.get("tests") or "").strip()
+    return (question, solution, answer) if question and (solution or answer) else None
+
+
 def parse_records(
-    records: list[InstructRecord], tasks: dict[str, Task], sources: dict[str, str], iteration: int
+    records: list[InstructRecord],
+    tasks: dict[str, Task],
+    sources: dict[str, str],
+    iteration: int,
+    check_format: bool = True,
 ) -> list[GeneratedSample]:
-    """Deterministic: the same records always give the same samples and verdicts."""
+    """Deterministic: the same records always give the same samples and verdicts.
+
+    ``check_format=False`` keeps samples the task's shape check rejects (when they have a
+    question and an answer or solution at all), noting the rejection in ``checks``.
+    """
     samples: list[GeneratedSample] = []
     seen: dict[str, str] = {}
     for record in sorted(records, key=lambda r: r.id):
 
         def drop(key: str, reason: str, record: InstructRecord = record, **fields: str) -> None:
-            samples.append(_dropped(record, key, reason, iteration, fields))
+            samples.append(_sample(record, key, iteration, fields, reason))
 
         if record.status != "ok":
             drop("request", f"request failed: {record.error}")
@@ -90,11 +127,16 @@ def parse_records(
         for index, item in enumerate(parsed.items):
             fields = {k: str(item.get(k, "")) for k in ("question", "solution", "answer")}
             fields["diagnosis"] = parsed.diagnosis
+            checks: dict[str, str] = {}
             try:
                 question, solution, answer = task.check_generated(item)
             except SampleRejected as reason:
-                drop(str(index), f"format: {reason}", **fields)
-                continue
+                unchecked = None if check_format else unchecked_fields(item, reason)
+                if unchecked is None:
+                    drop(str(index), f"format: {reason}", **fields)
+                    continue
+                question, solution, answer = unchecked
+                checks["format"] = f"not checked (would fail: {reason})"
             key = normalize_text(question)
             if is_near_copy(key, banned):
                 drop(str(index), "copy: repeats the source question or the prompt's example", **fields)
@@ -103,20 +145,8 @@ def parse_records(
                 drop(str(index), f"duplicate: same question as {seen[key]}", **fields)
                 continue
             seen[key] = f"{record.id}#{index}"
-            samples.append(
-                GeneratedSample(
-                    id=f"{record.id}#{index}",
-                    request_id=record.id,
-                    source_ids=record.source_ids,
-                    task=record.task,
-                    question=question,
-                    solution=solution,
-                    answer=answer,
-                    kept=True,
-                    iteration=iteration,
-                    diagnosis=parsed.diagnosis,
-                )
-            )
+            fields.update(question=question, solution=solution, answer=answer)
+            samples.append(_sample(record, str(index), iteration, fields, checks=checks or {"format": "ok"}))
     return samples
 
 

@@ -6,3 +6,7 @@ from lai.strategies.base import Strategy
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 STRATEGIES.register("le", "lai.strategies.le:LearningFromErrors")
 STRATEGIES.register("lec", "lai.strategies.lec:LearningFromContrast")
+STRATEGIES.register("mix", "lai.strategies.mix:MixedLearning")
+STRATEGIES.register("random", "lai.strategies.random_samples:RandomSamples")
+STRATEGIES.register("original", "lai.strategies.original:OriginalRows")
+STRATEGIES.register("nearest", "lai.strategies.nearest:NearestRows")

@@ -1,0 +1,271 @@
+"""The verify stage's checks: is a generated sample right, new, and clean?
+
+The parse stage only knows a sample's shape. Before anyone trains on it, each sample the
+parser kept goes through, in this order (cheap and local first, paid last):
+
+1. **duplicates**: exact and embedding near-duplicates within the generated set, and
+   against the training pools the run draws from (:mod:`lai.quality.dedup`);
+2. **decontamination**: word 13-gram overlap and embedding near copies against every
+   evaluation set in the config (:mod:`lai.quality.decontaminate`); the contamination
+   rate per benchmark is measured on all samples that reach this stage, whatever the
+   other checks say, so it is comparable across runs;
+3. **execution** (code): the sample's reference solution must pass its own tests in the
+   sandbox, as a benchmark answer would be scored;
+4. **re-solving** (math, multiple choice): the instructor answers the sample's question
+   ``n`` more times without seeing the stated answer; the sample stays only when a strict
+   majority of those answers equals the stated one. A sample whose own answer is wrong
+   rarely survives this, and it costs ``n`` short requests per sample.
+
+Every check can be switched off in ``verify:``; every drop keeps the sample, its reason
+and the evidence (``GeneratedSample.checks``). Samples built from real pool rows (the
+``original`` and ``nearest`` baselines) skip the correctness checks and the pool
+duplicate check: their answers are the dataset's own and they *are* pool rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Callable
+
+from lai.config import VerifyConfig
+from lai.instructor.base import InstructRequest
+from lai.instructor.parsing import parse_reply
+from lai.instructor.prompts import render, template_hash
+from lai.quality.decontaminate import Contamination, ContaminationIndex, contamination_rates
+from lai.quality.dedup import find_duplicates, match_pool
+from lai.records import GeneratedSample, InstructRecord
+from lai.tasks.base import Task
+
+#: Strategies whose samples are real pool rows, not instructor-written.
+REAL_ROW_STRATEGIES = frozenset({"original", "nearest"})
+
+RESOLVE_SCHEMA = {
+    "math": {
+        "type": "object",
+        "properties": {"reasoning": {"type": "string"}, "answer": {"type": "number"}},
+        "required": ["reasoning", "answer"],
+    },
+    "choice": {
+        "type": "object",
+        "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string", "enum": list("ABCD")}},
+        "required": ["reasoning", "answer"],
+    },
+}
+
+
+def is_real_row(sample: GeneratedSample) -> bool:
+    return sample.strategy in REAL_ROW_STRATEGIES
+
+
+def drop(sample: GeneratedSample, reason: str, check: str, evidence: str) -> GeneratedSample:
+    return dataclasses.replace(sample, kept=False, drop_reason=reason, checks={**sample.checks, check: evidence})
+
+
+def note(sample: GeneratedSample, check: str, evidence: str) -> GeneratedSample:
+    return dataclasses.replace(sample, checks={**sample.checks, check: evidence})
+
+
+# ---- 1. duplicates ------------------------------------------------------------------------
+
+
+def check_duplicates(
+    samples: list[GeneratedSample], pool: list[tuple[str, str]], embedder: object, threshold: float, against_pool: bool
+) -> list[GeneratedSample]:
+    """Drop later copies within the set, and instructor samples that copy a pool row."""
+    live = [i for i, s in enumerate(samples) if s.kept]
+    texts = [samples[i].question for i in live]
+    within = find_duplicates(texts, embedder, threshold)  # type: ignore[arg-type]
+    in_pool = match_pool(texts, pool, embedder, threshold) if against_pool and pool else [None] * len(texts)  # type: ignore[arg-type]
+    out = list(samples)
+    for position, index in enumerate(live):
+        sample = samples[index]
+        if within[position] is not None:
+            earlier, how = within[position]  # type: ignore[misc]
+            other = samples[live[earlier]].id
+            out[index] = drop(sample, f"duplicate: {how} copy of {other}", "dedup", f"{how} copy of {other}")
+        elif in_pool[position] is not None and not is_real_row(sample):
+            row, how = in_pool[position]  # type: ignore[misc]
+            out[index] = drop(sample, f"duplicate: {how} copy of training row {row}", "dedup", f"{how} copy of {row}")
+        else:
+            out[index] = note(sample, "dedup", "unique")
+    return out
+
+
+# ---- 2. decontamination -------------------------------------------------------------------
+
+
+def check_contamination(
+    samples: list[GeneratedSample], index: ContaminationIndex
+) -> tuple[list[GeneratedSample], list[Contamination | None], int]:
+    """(samples with contaminated ones dropped, the finding per checked sample, #checked).
+
+    Every sample that passed the format check is checked, including ones already dropped
+    as duplicates, so the rate describes what the instructor wrote.
+    """
+    checked = [i for i, s in enumerate(samples) if s.kept or (s.drop_reason or "").startswith("duplicate")]
+    findings = index.check([samples[i].question for i in checked])
+    out = list(samples)
+    for index_, found in zip(checked, findings, strict=True):
+        sample = samples[index_]
+        if found is None:
+            out[index_] = note(sample, "decontaminate", "clean")
+            continue
+        evidence = f"{found.benchmark} item {found.item_id} ({found.kind}: {found.detail})"
+        out[index_] = drop(sample, f"contaminated: {evidence}", "decontaminate", evidence) if sample.kept else note(
+            sample, "decontaminate", evidence
+        )
+    return out, findings, len(checked)
+
+
+# ---- 3. execution (code) ------------------------------------------------------------------
+
+
+def check_execution(samples: list[GeneratedSample], tasks: dict[str, Task]) -> list[GeneratedSample]:
+    """Run each code sample's reference solution against its tests in the sandbox."""
+    out = list(samples)
+    by_task: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.kept and tasks[s.task].template_family == "code" and not is_real_row(s):
+            by_task.setdefault(s.task, []).append(i)
+    for task_name, indices in by_task.items():
+        task = tasks[task_name]
+        runnable = [task.generated_sample(samples[i].question, samples[i].answer, samples[i].id) for i in indices]  # type: ignore[attr-defined]
+        responses = [task.training_target(samples[i].solution, samples[i].answer) for i in indices]
+        for i, score in zip(indices, task.score_many(runnable, responses), strict=True):
+            if score.correct:
+                out[i] = note(samples[i], "execute", "reference solution passes its tests")
+            else:
+                out[i] = drop(
+                    samples[i], f"failed verification: reference solution fails its tests ({score.reason})",
+                    "execute", score.reason,
+                )  # fmt: skip
+    return out
+
+
+# ---- 4. re-solving (math, multiple choice) ------------------------------------------------
+
+
+def needs_resolve(sample: GeneratedSample, tasks: dict[str, Task]) -> bool:
+    return sample.kept and not is_real_row(sample) and tasks[sample.task].template_family in RESOLVE_SCHEMA
+
+
+def resolve_requests(
+    samples: list[GeneratedSample], tasks: dict[str, Task], n: int, temperature: float, max_tokens: int
+) -> list[InstructRequest]:
+    """``n`` independent solve requests per sample: ids ``resolve:<sample id>:<j>``.
+
+    ``sample_index`` in ``extra`` makes the n requests distinct in the request cache
+    even though their messages are identical.
+    """
+    requests = []
+    for sample in samples:
+        if not needs_resolve(sample, tasks):
+            continue
+        family = tasks[sample.task].template_family
+        template = f"resolve_{family}"
+        content = render(template, question=sample.question)
+        for j in range(n):
+            requests.append(
+                InstructRequest(
+                    id=f"resolve:{sample.id}:{j}", source_ids=[sample.id], task=sample.task,
+                    strategy="resolve", n_requested=1, messages=[{"role": "user", "content": content}],
+                    schema=RESOLVE_SCHEMA[family],
+                    extra={"sample_index": j, "temperature": temperature, "max_tokens": max_tokens},
+                    template=template, template_hash=template_hash(template),
+                )  # fmt: skip
+            )
+    return requests
+
+
+def resolved_answer(reply: str, family: str) -> str | None:
+    """The final answer of one solve reply, normalised like the stated answers are."""
+    from lai.tasks.gsm8k import extract_answer, normalize_number
+
+    parsed = parse_reply(reply)
+    raw = parsed.items[0].get("answer") if parsed.items else None
+    if raw is None:
+        match = re.search(r'"answer"\s*:\s*"?([^",}]+)', reply)
+        raw = match.group(1) if match else None
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if family == "math":
+        return normalize_number(text) or extract_answer(text)
+    letter = re.match(r"\(?([A-Da-d])\b", text)
+    return letter.group(1).upper() if letter else None
+
+
+def check_resolve(
+    samples: list[GeneratedSample], tasks: dict[str, Task], records: list[InstructRecord], n: int
+) -> list[GeneratedSample]:
+    """Keep a sample when more than half of its ``n`` solutions give the stated answer.
+
+    A failed or unreadable solve counts as a vote against: the check must be passed, not
+    merely not failed.
+    """
+    votes: dict[str, list[str | None]] = {}
+    for record in records:
+        sample_id = record.source_ids[0]
+        family = tasks[record.task].template_family
+        votes.setdefault(sample_id, []).append(resolved_answer(record.reply, family) if record.status == "ok" else None)
+    out = list(samples)
+    for i, sample in enumerate(samples):
+        if not needs_resolve(sample, tasks):
+            continue
+        answers = votes.get(sample.id, [])
+        agree = sum(a == sample.answer for a in answers)
+        tally = ", ".join(f"{a}x{c}" for a, c in Counter(a or "none" for a in answers).most_common())
+        evidence = f"{agree}/{n} solutions give the stated {sample.answer} ({tally or 'no replies'})"
+        if agree * 2 > n:
+            out[i] = note(sample, "resolve", evidence)
+        else:
+            out[i] = drop(sample, f"failed verification: {evidence}", "resolve", evidence)
+    return out
+
+
+# ---- the whole stage ----------------------------------------------------------------------
+
+
+def verify_samples(
+    samples: list[GeneratedSample],
+    tasks: dict[str, Task],
+    config: VerifyConfig,
+    *,
+    pool: Callable[[], list[tuple[str, str]]],
+    contamination: Callable[[], ContaminationIndex],
+    embedder: Callable[[], object],
+    resolve: Callable[[list[InstructRequest]], list[InstructRecord]],
+) -> tuple[list[GeneratedSample], dict[str, object]]:
+    """Run the enabled checks; return every sample with its verdict and a summary.
+
+    The expensive collaborators come as callables so a disabled check never loads an
+    embedder, builds an index, or starts an instructor.
+    """
+    summary: dict[str, object] = {"checks": []}
+    checks: list[str] = summary["checks"]  # type: ignore[assignment]
+    if config.dedup.enabled:
+        checks.append("dedup")
+        samples = check_duplicates(
+            samples, pool() if config.dedup.against_pool else [], embedder(),
+            config.dedup.threshold, config.dedup.against_pool,
+        )  # fmt: skip
+    if config.decontaminate.enabled:
+        checks.append("decontaminate")
+        index = contamination()
+        samples, findings, checked = check_contamination(samples, index)
+        summary["contamination"] = contamination_rates(findings, list(index.benchmarks), checked)
+    if config.execute:
+        checks.append("execute")
+        samples = check_execution(samples, tasks)
+    if config.resolve.enabled:
+        checks.append("resolve")
+        requests = resolve_requests(
+            samples, tasks, config.resolve.n, config.resolve.temperature, config.resolve.max_tokens
+        )
+        records = resolve(requests) if requests else []
+        samples = check_resolve(samples, tasks, records, config.resolve.n)
+        summary["resolve_requests"] = len(requests)
+    return samples, summary
+
