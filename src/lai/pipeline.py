@@ -25,8 +25,8 @@ from lai.errors import ConfigError, LaiError
 from lai.instructor import INSTRUCTORS, Instructor, InstructRequest
 from lai.instructor.ledger import CostLedger, cost_of, estimate, price_for
 from lai.instructor.local_server import LocalInstructorServer
-from lai.instructor.retrieval import build_embedder
 from lai.instructor.prompts import render
+from lai.instructor.retrieval import build_embedder
 from lai.instructor.runner import pending_requests, run_requests
 from lai.manifest import Manifest
 from lai.models import TARGETS, Target
