@@ -321,11 +321,16 @@ def build_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         raise ConfigError(f"invalid {source}: {format_validation_error(error)}") from None
 
 
-def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config, apply ``--set`` overrides, and validate the result."""
-    path = Path(path)
+def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One YAML file as a mapping, with its ``extends:`` parent merged underneath.
+
+    ``extends: demo.yaml`` (relative to the file) lets a config state only what differs
+    from another, so the configs of a strategy comparison cannot drift apart.
+    """
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}", hint="pass the path to a YAML file such as configs/demo.yaml")
+    if path.resolve() in chain:
+        raise ConfigError(f"{path} extends itself (through {' -> '.join(p.name for p in chain)})")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -334,7 +339,18 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
         raise ConfigError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not a {type(raw).__name__}")
-    raw = deep_merge(raw, parse_overrides(overrides or []))
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be the path of another config file")
+    return deep_merge(read_yaml(path.parent / parent, (*chain, path.resolve())), raw)
+
+
+def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (and what it extends), apply ``--set`` overrides, and validate."""
+    path = Path(path)
+    raw = deep_merge(read_yaml(path), parse_overrides(overrides or []))
     return build_config(raw, source=str(path))
 
 

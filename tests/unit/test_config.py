@@ -10,7 +10,7 @@ from lai.errors import ConfigError
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates_and_says_how_to_run_it(path: Path) -> None:
     config = load_config(path)
     assert isinstance(config, RunConfig)
@@ -78,3 +78,21 @@ def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
     assert config.train.epochs == 2 and config.strategy.budget == 5
     with pytest.raises(ConfigError, match="bad --set"):
         parse_overrides(["train.epochs"])
+
+
+def test_extends_merges_the_parent_underneath(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("name: base\nseed: 3\nstrategy: {name: le, budget: 10, k: 3}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\nstrategy: {name: lec}\n")
+    config = load_config(tmp_path / "child.yaml", ["strategy.budget=12"])
+    assert (config.name, config.seed) == ("child", 3)
+    assert (config.strategy.name, config.strategy.budget, config.strategy.k) == ("lec", 12, 3)
+
+
+def test_extends_loops_and_missing_parents_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="config file not found: .*nowhere.yaml"):
+        load_config(tmp_path / "c.yaml")

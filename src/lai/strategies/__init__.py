@@ -1,4 +1,9 @@
-"""Strategies: which errors the instructor sees and how many samples each asks for."""
+"""Strategies: which errors the instructor sees and how many samples each asks for.
+
+``le``, ``lec`` and ``mix`` ask an instructor about the errors; the baselines ``random``
+(instructor, random samples), ``original`` and ``nearest`` (real rows, no instructor) show
+what the errors and the instructor add.
+"""
 
 from lai.registry import Registry
 from lai.strategies.base import Strategy
