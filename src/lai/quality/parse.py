@@ -90,6 +90,14 @@ def unchecked_fields(item: dict[str, object], reason: SampleRejected) -> tuple[s
     question = str(item.get("question") or "").strip()
     solution = str(item.get("solution") or item.get("explanation") or "").strip()
     answer = str(item.get("answer") if item.get("answer") is not None else item.get("tests") or "").strip()
+    options = item.get("options")
+    if isinstance(options, list):
+        options = dict(zip("ABCDEFGHIJ", options, strict=False))
+    if question and isinstance(options, dict) and options:
+        # Multiple choice: the options travel in the question text (as check_generated
+        # renders them); without them the answer letter would point at nothing.
+        lines = (f"{str(k).strip().strip('().').upper()}. {' '.join(str(v).split())}" for k, v in options.items())
+        question = question + "\n" + "\n".join(lines)
     return (question, solution, answer) if question and (solution or answer) else None
 
 

@@ -179,22 +179,32 @@ def resolve_requests(
     return requests
 
 
-def resolved_answer(reply: str, family: str) -> str | None:
-    """The final answer of one solve reply, normalised like the stated answers are."""
+def normalized_answer(text: str, family: str) -> str | None:
+    """A number ("$1,000.00" -> "1000") or an option letter ("(b)" -> "B"); None if neither."""
     from lai.tasks.gsm8k import extract_answer, normalize_number
 
-    parsed = parse_reply(reply)
-    raw = parsed.items[0].get("answer") if parsed.items else None
-    if raw is None:
-        match = re.search(r'"answer"\s*:\s*"?([^",}]+)', reply)
-        raw = match.group(1) if match else None
-    if raw is None:
-        return None
-    text = str(raw).strip()
+    text = text.strip()
     if family == "math":
         return normalize_number(text) or extract_answer(text)
     letter = re.match(r"\(?([A-Da-d])\b", text)
     return letter.group(1).upper() if letter else None
+
+
+#: "answer": "..." or "answer": 42 in a reply that is not valid JSON (cut off, chatter).
+#: A quoted value is read whole: "1,000" must not be cut at its comma.
+_ANSWER_FIELD = re.compile(r'"answer"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",}][^,}\n]*))')
+
+
+def resolved_answer(reply: str, family: str) -> str | None:
+    """The final answer of one solve reply, normalised like the stated answers are."""
+    parsed = parse_reply(reply)
+    raw = parsed.items[0].get("answer") if parsed.items else None
+    if raw is None:
+        match = _ANSWER_FIELD.search(reply)
+        raw = next((g for g in match.groups() if g is not None), None) if match else None
+    if raw is None:
+        return None
+    return normalized_answer(str(raw), family)
 
 
 def check_resolve(
@@ -215,7 +225,9 @@ def check_resolve(
         if not needs_resolve(sample, tasks):
             continue
         answers = votes.get(sample.id, [])
-        agree = sum(a == sample.answer for a in answers)
+        # Stated answers are normalised by the format check, unless it was switched off.
+        stated = normalized_answer(sample.answer, tasks[sample.task].template_family) or sample.answer
+        agree = sum(a == stated for a in answers)
         tally = ", ".join(f"{a}x{c}" for a, c in Counter(a or "none" for a in answers).most_common())
         evidence = f"{agree}/{n} solutions give the stated {sample.answer} ({tally or 'no replies'})"
         if agree * 2 > n:

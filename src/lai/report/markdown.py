@@ -2,6 +2,8 @@
 
 Built only from the run directory (config, manifest, stage summaries, records), so
 ``lai report RUN_DIR`` can rebuild it at any time, also for a run still in progress.
+Sections whose files a run does not have (an older run, or one still in progress) are
+left out rather than shown empty.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from typing import Any
 import yaml
 
 from lai.config import EMBEDDED_MODEL
+from lai.instructor.ledger import cost_of
 from lai.pipeline import load_summaries
-from lai.records import Attempt, GeneratedSample
+from lai.quality.diagnoses import NO_DIAGNOSIS
+from lai.records import Attempt, GeneratedSample, InstructRecord
+from lai.report.stats import format_interval, wilson_interval
 from lai.store import RunStore, atomic_write_text, read_json, read_records
 
-STAGES = ("select", "collect", "instruct", "parse", "train", "evaluate")
+STAGES = ("select", "collect", "instruct", "parse", "verify", "train", "evaluate", "retest")
 
 INTRO = """\
 This run applies **LLMs-as-Instructors** (Ying et al., EMNLP 2024 Findings). Each
@@ -27,7 +32,25 @@ evaluated again. Scores below compare each iteration with the starting model
 (iteration 0).
 """
 
-STRATEGY_WORDS = {"le": "learning from errors, one request per wrong answer"}
+BASELINE_INTRO = """\
+This run is a **baseline** for LLMs-as-Instructors (Ying et al., EMNLP 2024 Findings).
+Each iteration the *target* model answers training questions; instead of asking an
+instructor to write samples, strategy `{strategy}` ({strategy_words}) picks real
+training rows; the target is fine-tuned on them; then it is evaluated again. Compare
+its scores with a run of `le` or `lec` on the same config (`lai compare`). Scores below
+compare each iteration with the starting model (iteration 0).
+"""
+
+STRATEGY_WORDS = {
+    "le": "learning from errors, one request per wrong answer",
+    "lec": "learning from errors by contrast: each wrong answer is shown with the most similar questions the target got right",
+    "mix": "LE and LEC together",
+    "random": "a baseline: the instructor imitates randomly drawn training questions, right or wrong alike, instead of errors",
+    "original": "real training rows with their reference solutions, no instructor",
+    "nearest": "for each error, the real training rows most similar to it, no instructor",
+}
+#: Strategies that train on real pool rows and never ask the instructor for samples.
+DIRECT_STRATEGIES = frozenset({"original", "nearest"})
 
 WEAK_INSTRUCTOR = """\
 > **Note: the instructor in this run is weak.** It is the embedded SmolLM2-135M-Instruct
@@ -38,15 +61,93 @@ WEAK_INSTRUCTOR = """\
 > (OpenAI, or a vLLM server) for real improvements; see the README.
 """
 
+FIX_RATE_INTRO = """\
+After training, the model answers this iteration's errors again. **Targeted** errors
+had at least one kept training sample made from them; **control** errors were held back
+from the strategy by a seeded draw (`strategy.control_fraction`), so their fix rate is
+what training did in general; the difference between the two is what targeting added.
+**Other** errors were shown to the instructor but yielded no kept sample. On a few
+dozen errors these rates are noisy: the 95% interval (Wilson) is the range the true rate
+plausibly lies in, and where the targeted and control intervals overlap the difference
+may be chance.
+"""
+
+#: Groups of diagnoses shown in full (table) and with a worked example.
+DIAGNOSIS_ROWS = 10
+DIAGNOSIS_EXAMPLES = 3
+
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _cell(value: Any) -> str:
+    """A table cell: one line, with pipes escaped so the row keeps its columns."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _shorten(text: str, limit: int) -> str:
+    """At most ``limit`` characters of one line, cut at a word where possible."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut) + " ..."
+
+
+def _excerpt(text: str, limit: int = 400) -> str:
+    """Beginning and end of a long text: a wrong answer's final answer is at its end."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return text[:half].rstrip() + "\n[...]\n" + text[-half:].lstrip()
+
+
+def _reasons(counts: dict[str, int] | None) -> str:
+    items = sorted((counts or {}).items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{reason or 'unknown'} {n}" for reason, n in items) or "-"
+
+
+def strategy_label(strategy: dict[str, Any] | None) -> str:
+    """The strategy with the settings that tell two runs of it apart: ``lec (k=2)``."""
+    strategy = strategy or {}
+    name = strategy.get("name", "le")
+    k = strategy.get("k")
+    if name == "lec" and k is not None:
+        return f"lec (k={k})"
+    if name == "mix":
+        mix = strategy.get("mix") or {}
+        schedule = mix.get("schedule", "ratio")
+        parts = [schedule]
+        if schedule == "ratio":
+            parts.append(f"{100 * float(mix.get('lec_fraction', 0.5)):.0f}% lec")
+        if k is not None:
+            parts.append(f"k={k}")
+        return f"mix ({', '.join(parts)})"
+    return str(name)
+
+
+def _strategy_words(strategy: dict[str, Any]) -> str:
+    name = strategy.get("name", "le")
+    words = STRATEGY_WORDS.get(name, name)
+    if name == "mix":
+        mix = strategy.get("mix") or {}
+        if mix.get("schedule") == "alternate":
+            words += ": LE in odd iterations, LEC in even ones"
+        else:
+            words += f": {100 * float(mix.get('lec_fraction', 0.5)):.0f}% of each iteration's errors go to LEC, the rest to LE"
+    return words
+
+
+# ---- scores ---------------------------------------------------------------------------
 
 
 def _scores_section(summaries: dict[int, dict[str, Any]]) -> str:
@@ -66,49 +167,199 @@ def _scores_section(summaries: dict[int, dict[str, Any]]) -> str:
     return table + f"\n\nOne question is {noise}: small deltas on small benchmarks are noise, not progress."
 
 
+# ---- the funnel -----------------------------------------------------------------------
+
+
+def _trained_on(train: dict[str, Any]) -> str:
+    if not train:
+        return "-"
+    if train.get("trained"):
+        return str(train.get("examples", 0))
+    if train.get("skipped"):
+        return f"0 ({train['skipped']})"
+    return f"{train.get('examples', 0)} (model not changed)"
+
+
 def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
     rows = []
     for k, s in sorted(summaries.items()):
         if k == 0 or "collect" not in s:
             continue
-        collect, instruct, parse, train = (s.get(n, {}) for n in ("collect", "instruct", "parse", "train"))
-        reasons = ", ".join(f"{n} {r}" for r, n in sorted(parse.get("drop_reasons", {}).items())) or "-"
+        collect, instruct, parse, verify, train = (s.get(n, {}) for n in ("collect", "instruct", "parse", "verify", "train"))
+        if "direct_samples" in instruct:
+            requests: Any = f"none ({instruct['direct_samples']} real rows)"
+        else:
+            requests = instruct.get("requests", "-")
         rows.append(
             [
                 k,
                 f"{collect.get('wrong', '?')} of {collect.get('n', '?')}",
-                instruct.get("requests", "-"),
-                instruct.get("samples_requested", "-"),
+                instruct.get("control_errors", "-"),
+                requests,
                 parse.get("parsed", "-"),
                 parse.get("kept", "-"),
-                parse.get("dropped", "-"),
-                reasons,
-                train.get("examples", "-") if train.get("trained") else "not trained",
+                verify.get("kept", "-"),
+                _trained_on(train),
+                _reasons(parse.get("drop_reasons")) if parse else "-",
+                _reasons(verify.get("drop_reasons")) if verify else "-",
             ]
         )
     if not rows:
         return "_No iteration has collected errors yet._"
-    return _table(
-        ["iteration", "errors found", "requests", "samples requested", "parsed", "kept", "dropped", "dropped by reason", "trained on"],
-        rows,
+    header = [
+        "iteration", "errors found", "held back as control", "requests", "samples parsed", "passed format",
+        "passed verification (kept)", "trained on", "dropped at parse", "dropped at verify",
+    ]  # fmt: skip
+    return _table(header, rows)
+
+
+FUNNEL_INTRO = """\
+Errors found in the training questions, the errors held back as the fix rate's control
+group, the requests sent to the instructor, and what became of the samples it wrote. At
+parse a sample is dropped when it is malformed (`format`), repeats the question or the
+prompt's example (`copy`), repeats another sample (`duplicate`), or its reply could not
+be read (`unparseable reply`, `request failed`: these count replies, not samples). At
+verify it is dropped when it nearly repeats another sample or a training row
+(`duplicate`), overlaps an evaluation set (`contaminated`), or its answer does not hold
+up (`failed verification`: the instructor's own re-solutions disagree, or a code
+sample's solution fails its tests).
+"""
+
+
+# ---- checks ---------------------------------------------------------------------------
+
+
+def _checks_section(summaries: dict[int, dict[str, Any]]) -> str:
+    verified = {k: s["verify"] for k, s in sorted(summaries.items()) if "verify" in s}
+    if not verified:
+        return ""
+    rows, contamination = [], []
+    for k, v in verified.items():
+        rows.append(
+            [
+                k, ", ".join(v.get("checks", [])) or "none", v.get("checked", "-"), v.get("kept", "-"),
+                _reasons(v.get("drop_reasons")), v.get("resolve_requests", 0),
+            ]
+        )  # fmt: skip
+        for bench, found in (v.get("contamination") or {}).items():
+            rate = found.get("rate")
+            contamination.append([k, bench, found.get("checked", "-"), found.get("contaminated", "-"), "-" if rate is None else _pct(rate)])
+    parts = [
+        "What the verify stage checked before anything was trained on. Re-solving asks the "
+        "instructor to answer each math or multiple-choice sample again without seeing its "
+        "answer; it costs one request per solution.",
+        _table(["iteration", "checks run", "samples in", "kept", "dropped by reason", "re-solve requests"], rows),
+    ]
+    if contamination:
+        parts += [
+            "Contamination: samples that overlap an evaluation set (word 13-grams or an embedding "
+            "near copy). Every sample that passed the format check is counted, duplicates "
+            "included, so the rate describes what the instructor wrote; contaminated samples "
+            "are never trained on.",
+            _table(["iteration", "benchmark", "samples checked", "contaminated", "rate"], contamination),
+        ]
+    return "\n\n".join(parts)
+
+
+# ---- fix rate -------------------------------------------------------------------------
+
+FIX_GROUPS = ("targeted", "control", "other")
+
+
+def _rate_cell(group: dict[str, Any]) -> str:
+    n, fixed = group.get("n", 0), group.get("fixed", 0)
+    return _pct(fixed / n) if n else "-"
+
+
+def _fix_rate_section(summaries: dict[int, dict[str, Any]]) -> str:
+    retests = {k: s["retest"] for k, s in sorted(summaries.items()) if "retest" in s}
+    if not retests:
+        return ""
+    rows, readings = [], []
+    for k, r in retests.items():
+        for name in FIX_GROUPS:
+            group = r.get(name) or {}
+            n, fixed = group.get("n", 0), group.get("fixed", 0)
+            rows.append([k, name, n, fixed, _rate_cell(group), format_interval(fixed, n)])
+        readings.append(_fix_reading(k, r.get("targeted") or {}, r.get("control") or {}))
+    return "\n\n".join([FIX_RATE_INTRO.strip(), _table(["iteration", "errors", "n", "fixed", "fix rate", "95% interval"], rows), "\n".join(readings)])
+
+
+def _fix_reading(k: int, targeted: dict[str, Any], control: dict[str, Any]) -> str:
+    tn, tf, cn, cf = targeted.get("n", 0), targeted.get("fixed", 0), control.get("n", 0), control.get("fixed", 0)
+    if not tn or not cn:
+        missing = "targeted" if not tn else "control"
+        return f"- Iteration {k}: no {missing} errors, so there is nothing to compare."
+    gap = 100 * (tf / tn - cf / cn)
+    t_low, t_high = wilson_interval(tf, tn) or (0.0, 1.0)
+    c_low, c_high = wilson_interval(cf, cn) or (0.0, 1.0)
+    overlap = t_low <= c_high and c_low <= t_high
+    verdict = "the intervals overlap, so this may be chance" if overlap else "the intervals do not overlap"
+    return (
+        f"- Iteration {k}: targeted {tf}/{tn} fixed vs control {cf}/{cn}, "
+        f"a difference of {gap:+.1f} points; {verdict}."
     )
 
 
-def _cost_section(summaries: dict[int, dict[str, Any]], manifest: dict[str, Any]) -> str:
-    rows = []
-    for k, s in sorted(summaries.items()):
-        if "instruct" in s:
-            i = s["instruct"]
-            cost = f"${i['cost_usd']:.4f}" if "cost_usd" in i else "-"
-            rows.append([k, ", ".join(i.get("models", [])) or "-", i.get("ok", 0), i.get("failed", 0), i.get("prompt_tokens", 0), i.get("completion_tokens", 0), cost])
-    header = ["iteration", "instructor model", "replies", "failed", "prompt tokens", "completion tokens", "cost (instructor.prices)"]
-    tokens = _table(header, rows) if rows else ""
-    stage_rows = []
-    for key, entry in manifest.get("stages", {}).items():
-        iteration, _, stage = key.partition("/")
-        stage_rows.append([iteration, stage, entry.get("status", "?"), f"{entry.get('seconds', 0):.1f}", entry.get("attempts", 1)])
-    times = _table(["iteration", "stage", "status", "wall seconds", "runs"], stage_rows) if stage_rows else ""
-    return "\n\n".join(part for part in (tokens, times) if part)
+# ---- errors by diagnosis --------------------------------------------------------------
+
+
+def _diagnosis_example(group: dict[str, Any]) -> str:
+    errors = group.get("errors") or []
+    if not errors:
+        return ""
+    error = next((e for e in errors if any(s.get("kept") for s in e.get("samples", []))), errors[0])
+    kept = next((s for s in error.get("samples", []) if s.get("kept")), None)
+    parts = [
+        f"**{_shorten(group.get('label', ''), 200)}** ({group.get('n', len(errors))} errors, "
+        f"{group.get('fixed', 0)} fixed after training)",
+        f"Question (`{error.get('id', '?')}`):",
+        _quote(_shorten(error.get("question", ""), 400)),
+        f"Wrong answer (reference: {_shorten(str(error.get('reference', '')), 80) or '?'}; "
+        f"{'fixed' if error.get('fixed') else 'still wrong'} after training):",
+        _quote(_excerpt(error.get("response", ""), 300)),
+    ]
+    if kept:
+        parts += ["A kept sample made from it:", _quote(_shorten(kept.get("question", ""), 300))]
+    else:
+        parts.append("_No sample made from it was kept._")
+    return "\n\n".join(parts)
+
+
+def _diagnoses_iteration(k: int, data: dict[str, Any]) -> str:
+    groups = sorted(data.get("groups") or [], key=lambda g: (g.get("label") == NO_DIAGNOSIS, -g.get("n", 0), g.get("label", "")))
+    if not groups:
+        return ""
+    rows = [[_shorten(g.get("label", ""), 120), g.get("n", 0), g.get("fixed", 0), g.get("kept_samples", 0)] for g in groups[:DIAGNOSIS_ROWS]]
+    parts = [f"### Iteration {k}", _table(["diagnosis", "errors", "fixed after training", "kept samples"], rows)]
+    rest = groups[DIAGNOSIS_ROWS:]
+    if rest:
+        parts.append(f"... and {len(rest)} more groups ({sum(g.get('n', 0) for g in rest)} errors) in `iter_{k:02d}/diagnoses.json`.")
+    examples = [_diagnosis_example(g) for g in groups if g.get("label") != NO_DIAGNOSIS][:DIAGNOSIS_EXAMPLES]
+    parts += [e for e in examples if e]
+    return "\n\n".join(parts)
+
+
+def _diagnoses_section(store: RunStore, summaries: dict[int, dict[str, Any]]) -> str:
+    parts = []
+    for k in sorted(summaries):
+        data = read_json(store.path(k, "diagnoses.json"), default=None) if k > 0 else None
+        if isinstance(data, dict):
+            part = _diagnoses_iteration(k, data)
+            if part:
+                parts.append(part)
+    if not parts:
+        return ""
+    intro = (
+        "The instructor opens each reply with a diagnosis of what the target got wrong. Errors "
+        "whose diagnoses mean nearly the same are grouped (sentence embeddings, cosine "
+        "similarity); *fixed after training* is from the retest. Errors held back as the "
+        "control group were never shown to the instructor and have no diagnosis."
+    )
+    return "\n\n".join([intro, *parts])
+
+
+# ---- training, cost -------------------------------------------------------------------
 
 
 def _training_section(summaries: dict[int, dict[str, Any]]) -> str:
@@ -121,69 +372,154 @@ def _training_section(summaries: dict[int, dict[str, Any]]) -> str:
     return _table(["iteration", "method", "examples", "steps", "loss first -> last", "model saved at"], rows) if rows else "_No training yet._"
 
 
+def resolve_usage(store: RunStore, k: int, prices: dict[str, Any]) -> dict[str, Any] | None:
+    """Tokens and cost of iteration ``k``'s re-solve requests (verify stage), or None."""
+    path = store.path(k, "verify_instruct.jsonl")
+    if not path.exists():
+        return None
+    records = read_records(path, InstructRecord)
+    return {
+        "models": sorted({r.model for r in records if r.model}),
+        "ok": sum(r.status == "ok" for r in records),
+        "failed": sum(r.status != "ok" for r in records),
+        "prompt_tokens": sum(r.prompt_tokens for r in records),
+        "completion_tokens": sum(r.completion_tokens for r in records),
+        "cost_usd": sum(cost_of(prices, r.model, r.prompt_tokens, r.completion_tokens) for r in records),
+    }
+
+
+def _cost_section(store: RunStore, summaries: dict[int, dict[str, Any]], manifest: dict[str, Any], prices: dict[str, Any]) -> str:
+    rows = []
+    for k, s in sorted(summaries.items()):
+        i = s.get("instruct")
+        if i and "direct_samples" not in i:
+            cost = f"${i['cost_usd']:.4f}" if "cost_usd" in i else "-"
+            rows.append([k, "write samples", ", ".join(i.get("models", [])) or "-", i.get("ok", 0), i.get("failed", 0), i.get("prompt_tokens", 0), i.get("completion_tokens", 0), cost])
+        usage = resolve_usage(store, k, prices) if k > 0 else None
+        if usage and usage["ok"] + usage["failed"]:
+            rows.append([k, "re-solve (verify)", ", ".join(usage["models"]) or "-", usage["ok"], usage["failed"], usage["prompt_tokens"], usage["completion_tokens"], f"${usage['cost_usd']:.4f}"])
+    header = ["iteration", "requests for", "instructor model", "replies", "failed", "prompt tokens", "completion tokens", "cost (instructor.prices)"]
+    tokens = _table(header, rows) if rows else ""
+    stage_rows = []
+    for key, entry in manifest.get("stages", {}).items():
+        iteration, _, stage = key.partition("/")
+        stage_rows.append([iteration, stage, entry.get("status", "?"), f"{entry.get('seconds', 0):.1f}", entry.get("attempts", 1)])
+    times = _table(["iteration", "stage", "status", "wall seconds", "runs"], stage_rows) if stage_rows else ""
+    return "\n\n".join(part for part in (tokens, times) if part)
+
+
+# ---- a worked example -----------------------------------------------------------------
+
+
 def _quote(text: str, limit: int = 600) -> str:
     text = text.strip()
     text = text if len(text) <= limit else text[:limit] + " ..."
     return "\n".join("> " + line for line in text.splitlines()) or "> (empty)"
 
 
+def _provenance(sample: GeneratedSample) -> str:
+    lines = [f"- **sample:** `{sample.id}`"]
+    if sample.strategy:
+        lines.append(f"- **strategy:** `{sample.strategy}`")
+    if sample.template:
+        digest = f" (sha256 `{sample.template_hash}`)" if sample.template_hash else ""
+        lines.append(f"- **prompt template:** `{sample.template}`{digest}")
+    if sample.instructor_model:
+        lines.append(f"- **instructor model:** `{sample.instructor_model}`")
+    if sample.error_id:
+        lines.append(f"- **error it addresses:** `{sample.error_id}`")
+    if sample.neighbour_ids:
+        lines.append("- **correct neighbours shown:** " + ", ".join(f"`{n}`" for n in sample.neighbour_ids))
+    if sample.row_id:
+        lines.append(f"- **training row:** `{sample.row_id}`")
+    for check, evidence in sample.checks.items():
+        lines.append(f"- **check {check}:** {_shorten(evidence, 200)}")
+    return "\n".join(lines)
+
+
 def _example_section(store: RunStore, k: int) -> str:
     """One error and what the instructor made of it, so a reader sees the loop concretely."""
     attempts = {a.id: a for a in read_records(store.path(k, "collect.jsonl"), Attempt)}
-    generated = read_records(store.path(k, "generated.jsonl"), GeneratedSample)
+    verified = store.path(k, "verified.jsonl")
+    generated = read_records(verified if verified.exists() else store.path(k, "generated.jsonl"), GeneratedSample)
     if not generated:
         return ""
     sample = next((g for g in generated if g.kept), generated[0])
-    error = attempts.get(sample.source_ids[0]) if sample.source_ids else None
+    source = sample.error_id or (sample.source_ids[0] if sample.source_ids else "")
+    error = attempts.get(source)
     parts = [f"### Example from iteration {k}"]
-    if error:
+    if error and not error.correct:
         parts += [
             "**A question the target got wrong**", _quote(error.question),
             f"**Its answer** (judged wrong: {error.reason})", _quote(error.response),
-        ]
+        ]  # fmt: skip
     if sample.diagnosis:
         parts += ["**The instructor's diagnosis**", _quote(sample.diagnosis)]
     verdict = "kept for training" if sample.kept else f"dropped ({sample.drop_reason})"
     body = sample.raw or f"Q: {sample.question}\nSolution: {sample.solution}\nAnswer: {sample.answer}"
-    parts += [f"**A sample the instructor wrote** ({verdict})", _quote(body)]
+    who = "A real training row picked for it" if sample.strategy in DIRECT_STRATEGIES else "A sample the instructor wrote"
+    parts += [f"**{who}** ({verdict})", _quote(body), "**Where it came from**", _provenance(sample)]
     return "\n\n".join(parts)
+
+
+# ---- the report -----------------------------------------------------------------------
 
 
 def render_report(run_dir: Path) -> str:
     store = RunStore(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    config = config or {}
     manifest = read_json(run_dir / "manifest.json", default={}) or {}
     summaries = load_summaries(run_dir)
-    strategy = (config.get("strategy") or {}).get("name", "le")
+    strategy_cfg = config.get("strategy") or {}
+    strategy = strategy_cfg.get("name", "le")
     instructor = config.get("instructor") or {}
     local = instructor.get("local") or {}
+    direct = strategy in DIRECT_STRATEGIES
+    intro = BASELINE_INTRO if direct else INTRO
     sections = [
         f"# lai report: {config.get('name', run_dir.name)}",
-        INTRO.format(strategy=strategy, strategy_words=STRATEGY_WORDS.get(strategy, strategy)),
+        intro.format(strategy=strategy, strategy_words=_strategy_words(strategy_cfg)),
     ]
-    if local.get("enabled") and local.get("model") == EMBEDDED_MODEL:
+    if local.get("enabled") and local.get("model") == EMBEDDED_MODEL and not direct:
         sections.append(WEAK_INSTRUCTOR)
     target = (config.get("target") or {}).get("model", "?")
-    instructor_name = f"local llama.cpp server with {local.get('model')}" if local.get("enabled") else f"{instructor.get('model')} at {instructor.get('base_url')}"
+    if direct:
+        instructor_name = f"not used (strategy `{strategy}` trains on real rows)"
+    elif local.get("enabled"):
+        instructor_name = f"local llama.cpp server with {local.get('model')}"
+    else:
+        where = f" at {instructor['base_url']}" if instructor.get("base_url") else ""
+        instructor_name = f"`{instructor.get('model')}`{where} (backend {instructor.get('backend', '?')})"
     sections += [
-        f"- **Target:** `{target}`\n- **Instructor:** {instructor_name}\n- **Seed:** {config.get('seed')}; "
-        f"**iterations:** {config.get('iterations')}; **sample budget per iteration:** {(config.get('strategy') or {}).get('budget')}",
+        f"- **Target:** `{target}`\n- **Instructor:** {instructor_name}\n- **Strategy:** `{strategy_label(strategy_cfg)}`\n"
+        f"- **Seed:** {config.get('seed')}; **iterations:** {config.get('iterations')}; "
+        f"**sample budget per iteration:** {strategy_cfg.get('budget')}",
         "## Scores\n\n" + _scores_section(summaries),
-        "## From errors to training data\n\nErrors found in the training questions, the "
-        "requests sent to the instructor, and what became of the samples it wrote. A sample is "
-        "dropped when it is malformed (`format`), repeats the question or the prompt's example "
-        "(`copy`), repeats another sample (`duplicate`), or its reply could not be read "
-        "(`unparseable reply`, `request failed`).\n\n" + _funnel_section(summaries),
+        "## From errors to training data\n\n" + FUNNEL_INTRO + "\n" + _funnel_section(summaries),
+    ]
+    optional = [
+        ("Checks", _checks_section(summaries)),
+        ("Fix rate", _fix_rate_section(summaries)),
+        ("Errors by diagnosis", _diagnoses_section(store, summaries)),
+    ]
+    sections += [f"## {title}\n\n{body}" for title, body in optional if body]
+    prices = instructor.get("prices") or {}
+    sections += [
         "## Training\n\n" + _training_section(summaries),
-        "## Cost and time\n\n" + _cost_section(summaries, manifest),
+        "## Cost and time\n\n" + _cost_section(store, summaries, manifest, prices),
     ]
     examples = [_example_section(store, k) for k in sorted(summaries) if k > 0 and "parse" in summaries[k]]
     if any(examples):
-        sections.append("## What the instructor saw and wrote\n\n" + "\n\n".join(e for e in examples if e))
+        title = "What the strategy picked" if direct else "What the instructor saw and wrote"
+        sections.append(f"## {title}\n\n" + "\n\n".join(e for e in examples if e))
     sections.append(
         "## Files\n\n`config.yaml` (the resolved config), `manifest.json` (versions, seeds, model "
-        "fingerprints, stage timings), and per iteration `selection.jsonl`, `collect.jsonl`, "
-        "`instruct.jsonl`, `generated.jsonl` (every sample with its verdict), `train/`, `eval/`."
+        "fingerprints, prompt template hashes, stage timings), and per iteration `selection.jsonl`, "
+        "`collect.jsonl`, `instruct.jsonl` (or `direct.jsonl` for real-row baselines), "
+        "`generated.jsonl` (every sample with its parse verdict), `verify_instruct.jsonl` (re-solve "
+        "requests), `verified.jsonl` (every sample with its final verdict and provenance), "
+        "`retest.jsonl` and `diagnoses.json` (the fix rate), `train/`, `eval/`."
     )
     models = manifest.get("models", {})
     if models:
