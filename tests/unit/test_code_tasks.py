@@ -212,3 +212,11 @@ def test_instructor_template_renders_and_its_example_is_a_valid_sample() -> None
     example = json.loads(text.strip().splitlines()[-1])
     parsed = parse_reply(json.dumps(example))
     MBPP_TASK.check_generated(parsed.items[0])
+
+
+def test_prose_before_the_signature_of_a_generated_question_is_not_run_as_code() -> None:
+    task = get_task("mbpp")
+    question = 'Write a function that adds two numbers.\nfrom math import fsum\n\ndef add(a, b):\n    """Add."""\n'
+    sample = task.generated_sample(question, "assert add(1, 2) == 3\nassert fsum([add(1, 1)]) == 2", "g")
+    score = task.score(sample, task.training_target("def add(a, b):\n    return a + b", ""))
+    assert score.correct, score.reason  # the import line is kept, the prose is not

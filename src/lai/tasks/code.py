@@ -98,6 +98,12 @@ def with_header(code: str, prompt: str, entry_point: str) -> str:
     """
     match = defines(prompt, entry_point)
     header = prompt[: match.start()] if match else ""
+    try:
+        ast.parse(header)
+    except SyntaxError:
+        # An instructor-written question may open with prose ("Write a function that...");
+        # only its import lines are code.
+        header = "".join(f"{line}\n" for line in header.splitlines() if re.match(r"(from|import)\s", line))
     lines = set(code.splitlines())
     if all(line in lines for line in header.splitlines() if line.strip()):
         return code
