@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -25,6 +25,9 @@ from rich.progress import (
 )
 
 from lai.errors import LaiError
+
+if TYPE_CHECKING:
+    from lai.report.compare import RunRow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLMs-as-Instructors: models that learn from their mistakes.")
 console = Console(stderr=True)
@@ -142,6 +145,38 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> 
     if not (run_dir / "manifest.json").exists():
         raise LaiError(f"{run_dir} is not a lai run directory (no manifest.json)", hint="pass the folder lai run wrote")
     console.print(f"report: {write_report(run_dir)}")
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run directories to put side by side")],
+    out: Annotated[Path | None, typer.Option("--out", help="also write the table as markdown to this file")] = None,
+) -> None:
+    """Compare runs: strategy, samples trained on, scores vs iteration 0, fix rate, cost."""
+    from lai.report.compare import compare_runs, render_markdown
+    from lai.store import atomic_write_text
+
+    rows = compare_runs(run_dirs)
+    _print_comparison(rows)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, render_markdown(rows))
+        console.print(f"markdown: {out}")
+
+
+def _print_comparison(rows: list[RunRow]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from lai.report.compare import comparison_table
+
+    header, cells = comparison_table(rows)
+    table = Table(title="runs compared (scores: last evaluated iteration, change vs iteration 0 in points)")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*(Text(cell) for cell in row))
+    Console().print(table)
 
 
 @app.command("eval")

@@ -104,7 +104,8 @@ def check_contamination(
     Every sample that passed the format check is checked, including ones already dropped
     as duplicates, so the rate describes what the instructor wrote.
     """
-    checked = [i for i, s in enumerate(samples) if s.kept or (s.drop_reason or "").startswith("duplicate")]
+    passed_format = ("duplicate", "copy")  # dropped later than the format check
+    checked = [i for i, s in enumerate(samples) if s.kept or (s.drop_reason or "").startswith(passed_format)]
     findings = index.check([samples[i].question for i in checked])
     out = list(samples)
     for index_, found in zip(checked, findings, strict=True):

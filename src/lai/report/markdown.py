@@ -86,7 +86,7 @@ def _cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -161,7 +161,7 @@ def _scores_section(summaries: dict[int, dict[str, Any]]) -> str:
             base = baseline.get(bench)
             delta = "" if base is None or k == 0 else f"{100 * (result['score'] - base['score']):+.1f} pts"
             rows.append([k, bench, _pct(result["score"]), f"{result['correct']}/{result['n']}", delta])
-    table = _table(["iteration", "benchmark", "score", "correct / n", "delta vs iteration 0"], rows)
+    table = markdown_table(["iteration", "benchmark", "score", "correct / n", "delta vs iteration 0"], rows)
     sizes = sorted({result["n"] for scores in evals.values() for result in scores.values() if result["n"]})
     noise = ", ".join(f"{100 / n:.1f} points at n = {n}" for n in sizes)
     return table + f"\n\nOne question is {noise}: small deltas on small benchmarks are noise, not progress."
@@ -210,7 +210,7 @@ def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
         "iteration", "errors found", "held back as control", "requests", "samples parsed", "passed format",
         "passed verification (kept)", "trained on", "dropped at parse", "dropped at verify",
     ]  # fmt: skip
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 FUNNEL_INTRO = """\
@@ -248,7 +248,7 @@ def _checks_section(summaries: dict[int, dict[str, Any]]) -> str:
         "What the verify stage checked before anything was trained on. Re-solving asks the "
         "instructor to answer each math or multiple-choice sample again without seeing its "
         "answer; it costs one request per solution.",
-        _table(["iteration", "checks run", "samples in", "kept", "dropped by reason", "re-solve requests"], rows),
+        markdown_table(["iteration", "checks run", "samples in", "kept", "dropped by reason", "re-solve requests"], rows),
     ]
     if contamination:
         parts += [
@@ -256,7 +256,7 @@ def _checks_section(summaries: dict[int, dict[str, Any]]) -> str:
             "near copy). Every sample that passed the format check is counted, duplicates "
             "included, so the rate describes what the instructor wrote; contaminated samples "
             "are never trained on.",
-            _table(["iteration", "benchmark", "samples checked", "contaminated", "rate"], contamination),
+            markdown_table(["iteration", "benchmark", "samples checked", "contaminated", "rate"], contamination),
         ]
     return "\n\n".join(parts)
 
@@ -282,7 +282,7 @@ def _fix_rate_section(summaries: dict[int, dict[str, Any]]) -> str:
             n, fixed = group.get("n", 0), group.get("fixed", 0)
             rows.append([k, name, n, fixed, _rate_cell(group), format_interval(fixed, n)])
         readings.append(_fix_reading(k, r.get("targeted") or {}, r.get("control") or {}))
-    return "\n\n".join([FIX_RATE_INTRO.strip(), _table(["iteration", "errors", "n", "fixed", "fix rate", "95% interval"], rows), "\n".join(readings)])
+    return "\n\n".join([FIX_RATE_INTRO.strip(), markdown_table(["iteration", "errors", "n", "fixed", "fix rate", "95% interval"], rows), "\n".join(readings)])
 
 
 def _fix_reading(k: int, targeted: dict[str, Any], control: dict[str, Any]) -> str:
@@ -328,10 +328,10 @@ def _diagnosis_example(group: dict[str, Any]) -> str:
 
 def _diagnoses_iteration(k: int, data: dict[str, Any]) -> str:
     groups = sorted(data.get("groups") or [], key=lambda g: (g.get("label") == NO_DIAGNOSIS, -g.get("n", 0), g.get("label", "")))
-    if not groups:
-        return ""
+    if not any(g.get("label") != NO_DIAGNOSIS for g in groups):
+        return ""  # nothing was diagnosed (a real-row baseline, or every reply failed)
     rows = [[_shorten(g.get("label", ""), 120), g.get("n", 0), g.get("fixed", 0), g.get("kept_samples", 0)] for g in groups[:DIAGNOSIS_ROWS]]
-    parts = [f"### Iteration {k}", _table(["diagnosis", "errors", "fixed after training", "kept samples"], rows)]
+    parts = [f"### Iteration {k}", markdown_table(["diagnosis", "errors", "fixed after training", "kept samples"], rows)]
     rest = groups[DIAGNOSIS_ROWS:]
     if rest:
         parts.append(f"... and {len(rest)} more groups ({sum(g.get('n', 0) for g in rest)} errors) in `iter_{k:02d}/diagnoses.json`.")
@@ -369,7 +369,7 @@ def _training_section(summaries: dict[int, dict[str, Any]]) -> str:
         if t:
             loss = f"{t['first_loss']:.3f} -> {t['last_loss']:.3f}" if t.get("first_loss") is not None else "-"
             rows.append([k, t.get("method", "-") if t.get("trained") else t.get("skipped", "not trained"), t.get("examples", 0), t.get("steps", 0), loss, t.get("model", "")])
-    return _table(["iteration", "method", "examples", "steps", "loss first -> last", "model saved at"], rows) if rows else "_No training yet._"
+    return markdown_table(["iteration", "method", "examples", "steps", "loss first -> last", "model saved at"], rows) if rows else "_No training yet._"
 
 
 def resolve_usage(store: RunStore, k: int, prices: dict[str, Any]) -> dict[str, Any] | None:
@@ -399,12 +399,12 @@ def _cost_section(store: RunStore, summaries: dict[int, dict[str, Any]], manifes
         if usage and usage["ok"] + usage["failed"]:
             rows.append([k, "re-solve (verify)", ", ".join(usage["models"]) or "-", usage["ok"], usage["failed"], usage["prompt_tokens"], usage["completion_tokens"], f"${usage['cost_usd']:.4f}"])
     header = ["iteration", "requests for", "instructor model", "replies", "failed", "prompt tokens", "completion tokens", "cost (instructor.prices)"]
-    tokens = _table(header, rows) if rows else ""
+    tokens = markdown_table(header, rows) if rows else ""
     stage_rows = []
     for key, entry in manifest.get("stages", {}).items():
         iteration, _, stage = key.partition("/")
         stage_rows.append([iteration, stage, entry.get("status", "?"), f"{entry.get('seconds', 0):.1f}", entry.get("attempts", 1)])
-    times = _table(["iteration", "stage", "status", "wall seconds", "runs"], stage_rows) if stage_rows else ""
+    times = markdown_table(["iteration", "stage", "status", "wall seconds", "runs"], stage_rows) if stage_rows else ""
     return "\n\n".join(part for part in (tokens, times) if part)
 
 
@@ -457,7 +457,7 @@ def _example_section(store: RunStore, k: int) -> str:
         parts += ["**The instructor's diagnosis**", _quote(sample.diagnosis)]
     verdict = "kept for training" if sample.kept else f"dropped ({sample.drop_reason})"
     body = sample.raw or f"Q: {sample.question}\nSolution: {sample.solution}\nAnswer: {sample.answer}"
-    who = "A real training row picked for it" if sample.strategy in DIRECT_STRATEGIES else "A sample the instructor wrote"
+    who = "A real training row the strategy picked" if sample.strategy in DIRECT_STRATEGIES else "A sample the instructor wrote"
     parts += [f"**{who}** ({verdict})", _quote(body), "**Where it came from**", _provenance(sample)]
     return "\n\n".join(parts)
 
@@ -524,7 +524,7 @@ def render_report(run_dir: Path) -> str:
     models = manifest.get("models", {})
     if models:
         rows = [[key.removeprefix("iter_"), f"`{m['model']}`", f"`{m['fingerprint']}`"] for key, m in sorted(models.items())]
-        sections.append("Models by iteration (fingerprint: sha256 of the weights):\n\n" + _table(["iteration", "model", "fingerprint"], rows))
+        sections.append("Models by iteration (fingerprint: sha256 of the weights):\n\n" + markdown_table(["iteration", "model", "fingerprint"], rows))
     return "\n\n".join(sections) + "\n"
 
 
