@@ -255,15 +255,27 @@ def main() -> None:
         console.print("[yellow]interrupted[/]: rerun the same command to resume")
         sys.exit(130)
     except Exception as error:  # noqa: BLE001 - the last line of defence for users
-        import click
-
-        if isinstance(error, click.ClickException):
+        if isinstance(error, _click_exceptions()):
             error.show()
             sys.exit(error.exit_code)
         if _state["debug"]:
             raise
         console.print(f"[red]internal error:[/] {type(error).__name__}: {error} (rerun with --debug for the traceback)", highlight=False)
         sys.exit(1)
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Usage errors: typer may raise its own vendored click's exceptions, not click's."""
+    import click
+
+    kinds: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer import _click  # type: ignore[attr-defined]
+
+        kinds.append(_click.ClickException)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(kinds)
 
 
 if __name__ == "__main__":

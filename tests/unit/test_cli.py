@@ -106,3 +106,10 @@ def test_dry_run_estimates_and_sends_nothing(tmp_path: Path, data_dir: Path) -> 
     assert f"at most {shown * 100 + solves * 512:,} completion tokens" in result.stderr
     assert not (tmp_path / "run/iter_01/instruct.jsonl").exists()
     assert not (tmp_path / "run/iter_00").exists()  # no baseline evaluation in a dry run
+
+
+def test_a_missing_argument_is_a_usage_error_not_an_internal_one() -> None:
+    for command in ("report", "compare"):
+        result = lai(command)
+        assert result.returncode == 2, result.stderr
+        assert "Missing argument" in result.stderr and "internal error" not in result.stderr
