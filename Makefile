@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-8)
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean chromium
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,7 +25,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/lai run configs/demo.yaml
 
-test: $(STAMP)
+# The HTML report's browser test drives Debian's chromium; as root (CI, this machine) it is
+# installed from apt on first use; elsewhere the test skips and says why.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "could not install chromium; the browser test will skip" >&2; fi
+
+test: $(STAMP) chromium
 	$(BIN)/pytest -q || { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no tests" >&2; exit $$status; }
 
 lint: $(STAMP)

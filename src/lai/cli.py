@@ -112,17 +112,9 @@ def run(
 
 
 def _print_summary(run_dir: Path) -> None:
-    from rich.table import Table
+    from lai.report.summary import run_summary
 
-    from lai.pipeline import load_summaries
-
-    table = Table(title="scores")
-    for column in ("iteration", "benchmark", "score", "n"):
-        table.add_column(column)
-    for k, stages in sorted(load_summaries(run_dir).items()):
-        for bench, result in stages.get("evaluate", {}).get("scores", {}).items():
-            table.add_row(str(k), bench, f"{100 * result['score']:.1f}%", str(result["n"]))
-    console.print(table)
+    console.print(run_summary(run_dir))
 
 
 @app.command()
@@ -138,13 +130,26 @@ def validate(
 
 
 @app.command()
-def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")]) -> None:
-    """Rebuild report.md from a run directory."""
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="one or more run directories")],
+    html: Annotated[bool, typer.Option("--html/--no-html", help="also write report.html (self-contained)")] = True,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="with several runs: where the comparison page goes (default: beside the first run)")
+    ] = None,
+) -> None:
+    """Rebuild report.md (and report.html) of each run; with several runs, also a comparison page."""
+    from lai.report.compare import require_run_dir
+    from lai.report.html import write_html
     from lai.report.markdown import write_report
 
-    if not (run_dir / "manifest.json").exists():
-        raise LaiError(f"{run_dir} is not a lai run directory (no manifest.json)", hint="pass the folder lai run wrote")
-    console.print(f"report: {write_report(run_dir)}")
+    for run_dir in run_dirs:
+        require_run_dir(run_dir)
+    for run_dir in run_dirs:
+        console.print(f"report: {write_report(run_dir)}")
+        if html:
+            console.print(f"report: {write_html([run_dir])}")
+    if html and len(run_dirs) > 1:
+        console.print(f"comparison: {write_html(run_dirs, out)}")
 
 
 @app.command()

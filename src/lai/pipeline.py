@@ -107,8 +107,10 @@ class Pipeline:
                 self._stage(k, "retest", lambda k=k, m=model: self.retest(k, m))
         finally:
             self._release_target()
+        from lai.report.html import write_html
         from lai.report.markdown import write_report
 
+        write_html([self.store.root])
         return write_report(self.store.root)
 
     def _stage(self, k: int, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,83 @@
+"""The one-screen summary ``lai run`` prints when it ends.
+
+Enough to decide what to open next: scores with their 95 % intervals and change from
+the start, the error-to-sample funnel and fix rate of each iteration, what the
+instructor cost, and where the time went. The reports hold the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from lai.pipeline import load_summaries
+from lai.report.stats import format_interval
+from lai.store import read_json
+
+
+def _scores(summaries: dict[int, dict[str, Any]]) -> Table:
+    table = Table(title="scores", title_justify="left")
+    for column in ("iteration", "benchmark", "score", "95 % interval", "change"):
+        table.add_column(column)
+    baseline = (summaries.get(0, {}).get("evaluate") or {}).get("scores", {})
+    for k, stages in sorted(summaries.items()):
+        for bench, result in (stages.get("evaluate") or {}).get("scores", {}).items():
+            base = baseline.get(bench)
+            change = f"{100 * (result['score'] - base['score']):+.1f} pts" if base and k else ""
+            table.add_row(
+                str(k), bench, f"{100 * result['score']:.1f}%",
+                format_interval(int(result.get("correct", 0)), int(result.get("n", 0))), change,
+            )  # fmt: skip
+    return table
+
+
+def _iteration_line(k: int, s: dict[str, Any]) -> str:
+    collect, instruct, parse, verify, train, retest = (
+        s.get(name) or {} for name in ("collect", "instruct", "parse", "verify", "train", "retest")
+    )
+    parts = [f"{collect.get('wrong', '?')} errors in {collect.get('n', '?')} questions"]
+    if "control_errors" in instruct:
+        parts[-1] += f" ({instruct['control_errors']} held back)"
+    if "direct_samples" in instruct:
+        parts.append(f"{instruct['direct_samples']} real rows")
+    elif instruct:
+        parts.append(f"{instruct.get('requests', 0)} requests")
+    if parse:
+        parts.append(f"{parse.get('parsed', 0)} samples parsed, {parse.get('kept', 0)} well-formed")
+    if verify:
+        parts.append(f"{verify.get('kept', 0)} passed the checks")
+    if train:
+        parts.append(f"trained on {train.get('examples', 0)}" if train.get("trained") else "not trained")
+    line = f"iteration {k}: " + " -> ".join(parts)
+    if retest:
+        targeted, control = retest.get("targeted") or {}, retest.get("control") or {}
+        line += (
+            f"; fixed after training: targeted {targeted.get('fixed', 0)}/{targeted.get('n', 0)}, "
+            f"control {control.get('fixed', 0)}/{control.get('n', 0)}"
+        )
+    return line
+
+
+def run_summary(run_dir: Path) -> Group:
+    summaries = load_summaries(run_dir)
+    lines = [_iteration_line(k, s) for k, s in sorted(summaries.items()) if k > 0 and "collect" in s]
+    cost = sum(float((s.get("instruct") or {}).get("cost_usd", 0.0)) for s in summaries.values())
+    tokens = sum(
+        int((s.get("instruct") or {}).get(key, 0)) for s in summaries.values() for key in ("prompt_tokens", "completion_tokens")
+    )
+    manifest = read_json(run_dir / "manifest.json", default={}) or {}
+    stages = {key: float(entry.get("seconds", 0.0)) for key, entry in (manifest.get("stages") or {}).items()}
+    if stages:
+        slowest = max(stages, key=lambda key: stages[key])
+        lines.append(
+            f"time: {sum(stages.values()) / 60:.1f} min in stages, the longest {slowest} ({stages[slowest]:.0f} s); "
+            f"instructor: {tokens:,} tokens writing samples, ${cost:.4f}"
+        )
+    files = [name for name in ("report.md", "report.html") if (run_dir / name).exists()]
+    if files:
+        lines.append("open: " + ", ".join(str(run_dir / name) for name in files))
+    return Group(_scores(summaries), *(Text(line) for line in lines))
