@@ -119,7 +119,8 @@ def test_the_run_page_shows_its_numbers_in_a_real_browser(runs: dict[str, Path],
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     if os.environ.get("LAI_SCREENSHOT"):
-        page.set_viewport_size({"width": 1200, "height": 1500})
+        page.set_viewport_size({"width": 1200, "height": 1400})
+        page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=os.environ["LAI_SCREENSHOT"], full_page=False)
 
 
