@@ -247,6 +247,27 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+    out_dir: Annotated[Path, typer.Argument(help="new (or empty) folder for the dataset; an earlier export of the same run is replaced")],
+    include_dropped: Annotated[bool, typer.Option("--include-dropped", help="also the dropped samples, with kept/drop_reason columns")] = False,
+    push_to_hub: Annotated[str | None, typer.Option("--push-to-hub", help="also upload to this Hub dataset repo (token from HF_TOKEN)")] = None,
+    public: Annotated[bool, typer.Option("--public", help="create the Hub repo public (default: private)")] = False,
+) -> None:
+    """Export a run's kept training samples as a Hugging Face dataset with a provenance card."""
+    from lai.export import export_dataset
+
+    done = export_dataset(run_dir, out_dir, include_dropped=include_dropped, push_to_hub=push_to_hub, private=not public)
+    what = "samples (kept and dropped)" if include_dropped else "kept samples"
+    pushed = f", pushed to {done.repo} ({'public' if public else 'private'})" if done.repo else ""
+    console.print(
+        f"exported {done.rows} {what} from iteration(s) {', '.join(map(str, done.iterations))} of run {done.run_name} "
+        f"-> {done.out_dir} (card: README.md){pushed}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
