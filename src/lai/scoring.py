@@ -13,6 +13,7 @@ skipped, which is what makes all three resumable. Two ways to answer:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -86,6 +87,29 @@ def _loglikelihood_batch(target: Target, task: Task, batch: list[Sample], protoc
     return attempts
 
 
+def answer_batches(
+    target: Target,
+    tasks: dict[str, Task],
+    samples: list[Sample],
+    protocol: str,
+    mode: Mode,
+    batch_size: int,
+    max_new_tokens: int,
+) -> Iterator[list[Attempt]]:
+    """Answer ``samples`` a batch at a time (one task per batch), yielding each batch's records."""
+    by_task: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        by_task[sample.task].append(sample)
+    for task_name, todo in by_task.items():
+        task = tasks[task_name]
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            if mode == "loglikelihood":
+                yield _loglikelihood_batch(target, task, batch, protocol)
+            else:
+                yield _generate_batch(target, task, batch, protocol, max_new_tokens)
+
+
 def answer_and_score(
     target: Target,
     tasks: dict[str, Task],
@@ -100,24 +124,14 @@ def answer_and_score(
     label: str = "answer",
 ) -> list[Attempt]:
     done = {a.id: a for a in read_records(out, Attempt)}
-    pending: dict[str, list[Sample]] = defaultdict(list)
-    for sample in samples:
-        if sample.id not in done:
-            pending[sample.task].append(sample)
+    pending = [s for s in samples if s.id not in done]
     bar = (progress or NullProgress()).start(label, len(samples))
-    bar.advance(len(samples) - sum(len(v) for v in pending.values()))
+    bar.advance(len(samples) - len(pending))
     with JsonlWriter(out) as writer:
-        for task_name, todo in pending.items():
-            task = tasks[task_name]
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                if mode == "loglikelihood":
-                    attempts = _loglikelihood_batch(target, task, batch, protocol)
-                else:
-                    attempts = _generate_batch(target, task, batch, protocol, max_new_tokens)
-                writer.write(attempts)
-                done.update((a.id, a) for a in attempts)
-                bar.advance(len(batch))
+        for attempts in answer_batches(target, tasks, pending, protocol, mode, batch_size, max_new_tokens):
+            writer.write(attempts)
+            done.update((a.id, a) for a in attempts)
+            bar.advance(len(attempts))
     bar.close()
     return [done[s.id] for s in samples]
 

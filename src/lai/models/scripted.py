@@ -3,7 +3,8 @@
 Replies come from a queue (``enqueue``) when one is set, otherwise from a deterministic
 rule so a run through the CLI is reproducible: the answer is a number derived from a
 hash of the prompt, which is occasionally right and usually wrong. ``history`` records
-every prompt it was asked.
+every prompt it was asked; ``prompt_log`` also appends a hash of each to a file, so a
+test can count what worker processes answered.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ class ScriptedTarget(Target):
         *,
         delay_s: float = 0.0,
         modulus: int = 7,
+        prompt_log: str | None = None,
         **settings: Any,
     ) -> None:
         super().__init__(model)
+        self.prompt_log = prompt_log  # a file that gets one line per prompt answered
         self.delay_s = float(delay_s)
         self.modulus = int(modulus)
         self.queue: list[str] = []
@@ -46,6 +49,10 @@ class ScriptedTarget(Target):
                 time.sleep(self.delay_s)
             self.history.append(prompt)
             replies.append(self.queue.pop(0) if self.queue else self._rule(prompt))
+        if self.prompt_log:
+            # One write per batch, appended: several processes (Ray workers) may share the file.
+            with open(self.prompt_log, "a", encoding="utf-8") as handle:
+                handle.write("".join(hashlib.sha256(repr(p).encode()).hexdigest()[:16] + "\n" for p in prompts))
         return replies
 
     def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:

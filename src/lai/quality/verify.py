@@ -28,6 +28,7 @@ import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from lai.config import VerifyConfig
 from lai.instructor.base import InstructRequest
@@ -35,7 +36,7 @@ from lai.instructor.parsing import parse_reply
 from lai.instructor.prompts import render, template_hash
 from lai.quality.decontaminate import Contamination, ContaminationIndex, contamination_rates
 from lai.quality.dedup import find_duplicates, match_pool
-from lai.records import GeneratedSample, InstructRecord
+from lai.records import GeneratedSample, InstructRecord, Sample
 from lai.tasks.base import Task
 
 #: Strategies whose samples are real pool rows, not instructor-written.
@@ -123,8 +124,17 @@ def check_contamination(
 # ---- 3. execution (code) ------------------------------------------------------------------
 
 
-def check_execution(samples: list[GeneratedSample], tasks: dict[str, Task]) -> list[GeneratedSample]:
-    """Run each code sample's reference solution against its tests in the sandbox."""
+ScoreMany = Callable[[str, list[Sample], list[str]], list[Any]]
+
+
+def check_execution(
+    samples: list[GeneratedSample], tasks: dict[str, Task], score_many: ScoreMany | None = None
+) -> list[GeneratedSample]:
+    """Run each code sample's reference solution against its tests in the sandbox.
+
+    ``score_many(task name, samples, responses)`` runs the programs; by default the task's
+    own parallel sandbox runs here, and with a Ray cluster the shards run on its nodes.
+    """
     out = list(samples)
     by_task: dict[str, list[int]] = {}
     for i, s in enumerate(samples):
@@ -134,7 +144,8 @@ def check_execution(samples: list[GeneratedSample], tasks: dict[str, Task]) -> l
         task = tasks[task_name]
         runnable = [task.generated_sample(samples[i].question, samples[i].answer, samples[i].id) for i in indices]  # type: ignore[attr-defined]
         responses = [task.training_target(samples[i].solution, samples[i].answer) for i in indices]
-        for i, score in zip(indices, task.score_many(runnable, responses), strict=True):
+        scores = score_many(task_name, runnable, responses) if score_many else task.score_many(runnable, responses)
+        for i, score in zip(indices, scores, strict=True):
             if score.correct:
                 out[i] = note(samples[i], "execute", "reference solution passes its tests")
             else:
@@ -250,6 +261,7 @@ def verify_samples(
     contamination: Callable[[], ContaminationIndex],
     embedder: Callable[[], object],
     resolve: Callable[[list[InstructRequest]], list[InstructRecord]],
+    score_many: ScoreMany | None = None,
 ) -> tuple[list[GeneratedSample], dict[str, object]]:
     """Run the enabled checks; return every sample with its verdict and a summary.
 
@@ -271,7 +283,7 @@ def verify_samples(
         summary["contamination"] = contamination_rates(findings, list(index.benchmarks), checked)
     if config.execute:
         checks.append("execute")
-        samples = check_execution(samples, tasks)
+        samples = check_execution(samples, tasks, score_many)
     if config.resolve.enabled:
         checks.append("resolve")
         requests = resolve_requests(
