@@ -15,14 +15,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from lai.errors import LaiError
 
@@ -227,8 +231,22 @@ def eval_(
     console.print(f"per-item records and summary.json in {out}")
 
 
+class RateColumn(ProgressColumn):
+    """Items per second (or seconds per item when slower than one a second)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if not speed:
+            return Text("-/s", style="progress.data.speed")
+        label = f"{speed:.1f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it"
+        return Text(label, style="progress.data.speed")
+
+
 def _columns() -> tuple[object, ...]:
-    return (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    return (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
 
 
 @app.command()
@@ -268,6 +286,51 @@ def export(
     )  # fmt: skip
 
 
+@app.command("serve-instructor", context_settings={"allow_extra_args": True})
+def serve_instructor(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="llama_cpp: a .gguf file or embedded:smollm2-135m-instruct; vllm: an HF folder or hub id")],
+    server: Annotated[str, typer.Option("--server", help="llama_cpp (CPU) or vllm (CUDA GPU)")] = "llama_cpp",
+    port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1; 0 picks a free one")] = 8000,
+    n_ctx: Annotated[int, typer.Option("--n-ctx", help="context length (vLLM: --max-model-len)")] = 4096,
+    n_threads: Annotated[int, typer.Option("--n-threads", help="llama_cpp: CPU threads")] = 2,
+    startup_timeout: Annotated[float | None, typer.Option("--startup-timeout", help="seconds to wait for the server (default 120 llama_cpp, 1200 vllm)")] = None,
+    log_path: Annotated[Path, typer.Option("--log", help="the server's log file")] = Path("runs") / "serve-instructor.log",
+) -> None:
+    """Start a local instructor server in the foreground and print how to use it; Ctrl-C stops it.
+
+    Flags after -- go to the server as they are: lai serve-instructor MODEL --server vllm -- --tensor-parallel-size 2
+    """
+    import time
+
+    from pydantic import ValidationError
+
+    from lai.config import LocalInstructorConfig, format_validation_error
+    from lai.errors import ConfigError, InstructorError
+    from lai.instructor.local_server import LocalInstructorServer, client_snippet
+
+    try:
+        cfg = LocalInstructorConfig(
+            enabled=True, server=server, model=model, port=port, n_ctx=n_ctx, n_threads=n_threads,  # type: ignore[arg-type]
+            startup_timeout_s=startup_timeout, extra_args=list(ctx.args),
+        )  # fmt: skip
+    except ValidationError as error:
+        raise ConfigError(f"invalid serve-instructor options: {format_validation_error(error)}") from None
+    instance = LocalInstructorServer(cfg, log_path)
+    try:
+        instance.start()
+        typer.echo(f"base_url: {instance.base_url}\nmodel: {instance.model_alias}\n\n{client_snippet(instance.base_url, server)}")
+        console.print("[green]serving[/]; Ctrl-C (or SIGTERM) stops the server", highlight=False)
+        while instance.process is not None and (code := instance.process.poll()) is None:
+            time.sleep(0.5)
+        if instance.process is not None:
+            raise InstructorError(f"the instructor server stopped on its own (exit status {code})", hint=f"see {log_path}")
+    except KeyboardInterrupt:
+        console.print("stopping the instructor server")
+    finally:
+        instance.stop()
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
@@ -275,7 +338,8 @@ def main() -> None:
     except LaiError as error:
         if _state["debug"]:
             console.print_exception()
-        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # Escaped: messages name things like lai[vllm] that rich would read as markup.
+        console.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         console.print("[yellow]interrupted[/]: rerun the same command to resume")
