@@ -23,10 +23,9 @@ from typing import Any
 
 from lai.config import ClusterConfig
 from lai.errors import ConfigError
-from lai.progress import NullProgress, Progress
+from lai.progress import Progress
 from lai.records import Attempt, Sample
-from lai.scoring import Mode, answer_batches
-from lai.store import JsonlWriter, read_records
+from lai.scoring import Mode, answer_batches, write_answers
 
 
 @dataclass(frozen=True)
@@ -152,17 +151,13 @@ def answer_and_score_sharded(
     progress: Progress | None = None,
     label: str = "answer",
 ) -> list[Attempt]:
-    """:func:`lai.scoring.answer_and_score` with the pending samples answered by a pool."""
-    done = {a.id: a for a in read_records(out, Attempt)}
-    pending = [s for s in samples if s.id not in done]
-    bar = (progress or NullProgress()).start(label, len(samples))
-    bar.advance(len(samples) - len(pending))
-    if pending:
-        pool = pool_factory()  # the caller keeps it (and its loaded targets) across stages
-        with JsonlWriter(out) as writer:
-            for attempts in pool.map_unordered(shards_of(pending, shard_size), job):
-                writer.write(attempts)
-                done.update((a.id, a) for a in attempts)
-                bar.advance(len(attempts))
-    bar.close()
-    return [done[s.id] for s in samples]
+    """:func:`lai.scoring.answer_and_score` with the pending samples answered by a pool.
+
+    The pool is made only when something is pending; the caller keeps it (and the
+    targets its actors loaded) across stages.
+    """
+
+    def answer(pending: list[Sample]) -> Iterator[list[Attempt]]:
+        return pool_factory().map_unordered(shards_of(pending, shard_size), job)
+
+    return write_answers(samples, out, answer, progress=progress, label=label)

@@ -13,7 +13,7 @@ skipped, which is what makes all three resumable. Two ways to answer:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -110,6 +110,34 @@ def answer_batches(
                 yield _generate_batch(target, task, batch, protocol, max_new_tokens)
 
 
+def write_answers(
+    samples: list[Sample],
+    out: Path,
+    answer: Callable[[list[Sample]], Iterable[list[Attempt]]],
+    *,
+    progress: Progress | None = None,
+    label: str = "answer",
+) -> list[Attempt]:
+    """The resumable part of answering: skip ids already in ``out``, append each batch that
+    ``answer(pending)`` yields the moment it arrives, return the records in sample order.
+
+    ``answer`` is this process's target (:func:`answer_batches`) or a Ray pool
+    (:mod:`lai.distributed`); either way the file and its guarantees are the same.
+    """
+    done = {a.id: a for a in read_records(out, Attempt)}
+    pending = [s for s in samples if s.id not in done]
+    bar = (progress or NullProgress()).start(label, len(samples))
+    bar.advance(len(samples) - len(pending))
+    if pending:
+        with JsonlWriter(out) as writer:
+            for attempts in answer(pending):
+                writer.write(attempts)
+                done.update((a.id, a) for a in attempts)
+                bar.advance(len(attempts))
+    bar.close()
+    return [done[s.id] for s in samples]
+
+
 def answer_and_score(
     target: Target,
     tasks: dict[str, Task],
@@ -123,17 +151,10 @@ def answer_and_score(
     progress: Progress | None = None,
     label: str = "answer",
 ) -> list[Attempt]:
-    done = {a.id: a for a in read_records(out, Attempt)}
-    pending = [s for s in samples if s.id not in done]
-    bar = (progress or NullProgress()).start(label, len(samples))
-    bar.advance(len(samples) - len(pending))
-    with JsonlWriter(out) as writer:
-        for attempts in answer_batches(target, tasks, pending, protocol, mode, batch_size, max_new_tokens):
-            writer.write(attempts)
-            done.update((a.id, a) for a in attempts)
-            bar.advance(len(attempts))
-    bar.close()
-    return [done[s.id] for s in samples]
+    def answer(pending: list[Sample]) -> Iterator[list[Attempt]]:
+        return answer_batches(target, tasks, pending, protocol, mode, batch_size, max_new_tokens)
+
+    return write_answers(samples, out, answer, progress=progress, label=label)
 
 
 def accuracy(attempts: list[Attempt]) -> dict[str, float | int]:

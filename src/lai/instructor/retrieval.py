@@ -242,6 +242,24 @@ def build_embedder(spec: str | Embedder, cache_dir: str | Path | None = None) ->
     return SentenceTransformerEmbedder(spec, cache_dir=cache_dir)
 
 
+class UsesEmbedder:
+    """For strategies that embed: the embedder is built on first use, so a plan that needs
+    no similarity (no errors, or nothing to compare them with) never loads a model."""
+
+    embedder_spec: str | Embedder
+    cache_dir: str | Path | None
+    _embedder: Embedder | None = None
+
+    def _use_embedder(self, spec: str | Embedder, cache_dir: str | Path | None) -> None:
+        self.embedder_spec, self.cache_dir, self._embedder = spec, cache_dir, None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = build_embedder(self.embedder_spec, self.cache_dir)
+        return self._embedder
+
+
 def nearest(
     query_vectors: np.ndarray,
     pool_vectors: np.ndarray,

@@ -76,18 +76,22 @@ def score_lines(series: dict[str, Sequence[Point]], title: str) -> str:
     return _svg(fig)
 
 
-def funnel_bars(stages: Sequence[tuple[str, int]], title: str) -> str:
-    """Horizontal bars: how many errors, requests, samples survive each step."""
+def _hbars(items: Sequence[tuple[str, float]], title: str, colour: str, labels: list[str], xlabel: str = "") -> str:
+    """Horizontal bars, first item on top, each labelled at its end."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 0.45 * len(stages) + 0.9))
-    labels = [label for label, _ in stages][::-1]
-    values = [value for _, value in stages][::-1]
-    bars = ax.barh(labels, values, color="#2563eb")
-    ax.bar_label(bars, padding=3)
-    ax.set_xlim(0, max(values + [1]) * 1.15)
+    fig, ax = plt.subplots(figsize=(5.2, 0.4 * len(items) + 0.9))
+    bars = ax.barh([label for label, _ in items][::-1], [value for _, value in items][::-1], color=colour)
+    ax.bar_label(bars, labels=labels[::-1], padding=3, fontsize=8)
+    ax.set_xlim(0, max([value for _, value in items] + [1]) * 1.2)
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
     return _svg(fig)
+
+
+def funnel_bars(stages: Sequence[tuple[str, int]], title: str) -> str:
+    """How many errors, requests, samples survive each step."""
+    return _hbars(stages, title, "#2563eb", [str(value) for _, value in stages])
 
 
 def rate_bars(groups: Sequence[tuple[str, int, int]], title: str) -> str:
@@ -111,14 +115,4 @@ def rate_bars(groups: Sequence[tuple[str, int, int]], title: str) -> str:
 
 def duration_bars(durations: Sequence[tuple[str, float]], title: str) -> str:
     """Wall seconds per stage."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 0.3 * len(durations) + 0.9))
-    labels = [label for label, _ in durations][::-1]
-    values = [value for _, value in durations][::-1]
-    bars = ax.barh(labels, values, color="#16a34a")
-    ax.bar_label(bars, labels=[f"{v:.0f} s" for v in values], padding=3, fontsize=8)
-    ax.set_xlim(0, max(values + [1.0]) * 1.2)
-    ax.set_xlabel("wall seconds")
-    ax.set_title(title)
-    ax.spines[["top", "right"]].set_visible(False)
-    return _svg(fig)
+    return _hbars(durations, title, "#16a34a", [f"{value:.0f} s" for _, value in durations], "wall seconds")

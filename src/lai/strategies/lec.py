@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from lai.instructor.base import InstructRequest
-from lai.instructor.retrieval import DEFAULT_EMBEDDER, Embedder, build_embedder, nearest
+from lai.instructor.retrieval import (
+    DEFAULT_EMBEDDER,
+    Embedder,
+    UsesEmbedder,
+    nearest,
+)
 from lai.records import Attempt
 from lai.strategies.base import Strategy
 from lai.strategies.le import LearningFromErrors, error_request, error_values, samples_per_error
@@ -40,7 +45,7 @@ def render_neighbours(neighbours: list[Attempt]) -> str:
     )
 
 
-class LearningFromContrast(Strategy):
+class LearningFromContrast(UsesEmbedder, Strategy):
     name = "lec"
     templates = {"math": "lec_math", "code": "lec_code", "choice": "lec_choice"}
 
@@ -57,17 +62,7 @@ class LearningFromContrast(Strategy):
         if k < 1:
             raise ValueError("k must be at least 1")
         self.k = k
-        self.embedder_spec = embedder
-        self.cache_dir = cache_dir
-        self._embedder: Embedder | None = None
-
-    @property
-    def embedder(self) -> Embedder:
-        # Built on first use: a plan where no task has both errors and correct answers
-        # never loads a model.
-        if self._embedder is None:
-            self._embedder = build_embedder(self.embedder_spec, self.cache_dir)
-        return self._embedder
+        self._use_embedder(embedder, cache_dir)
 
     def neighbours(self, attempts: list[Attempt]) -> dict[str, list[tuple[Attempt, float]]]:
         """For each wrong attempt id: its ``k`` nearest correct attempts of the same task."""

@@ -24,7 +24,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lai.instructor.retrieval import DEFAULT_EMBEDDER, Embedder, build_embedder, nearest
+from lai.instructor.retrieval import (
+    DEFAULT_EMBEDDER,
+    Embedder,
+    UsesEmbedder,
+    nearest,
+)
 from lai.records import Attempt, GeneratedSample, Sample
 from lai.strategies.base import Strategy
 from lai.strategies.rows import ReferenceRow, row_sample, teachable_rows
@@ -59,7 +64,7 @@ def take_turns(
     return picks
 
 
-class NearestRows(Strategy):
+class NearestRows(UsesEmbedder, Strategy):
     name = "nearest"
     uses_instructor = False
 
@@ -72,16 +77,7 @@ class NearestRows(Strategy):
         **options: Any,
     ) -> None:
         super().__init__(budget, seed, **options)
-        self.embedder_spec = embedder
-        self.cache_dir = cache_dir
-        self._embedder: Embedder | None = None
-
-    @property
-    def embedder(self) -> Embedder:
-        # Built on first use: with no errors (or no rows to compare) no model is loaded.
-        if self._embedder is None:
-            self._embedder = build_embedder(self.embedder_spec, self.cache_dir)
-        return self._embedder
+        self._use_embedder(embedder, cache_dir)
 
     def ranked(
         self, errors: list[Attempt], rows: dict[str, list[ReferenceRow]]
