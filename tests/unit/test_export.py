@@ -27,6 +27,7 @@ from lai.export import MARKER, export_dataset
 from lai.pipeline import Pipeline, load_summaries
 from lai.train.base import TrainExample
 from lai.train.noop import NoopTrainer
+from tests.helpers.markdown import table_rows
 from tests.pipeline.test_loop import fake_config
 from tests.unit.test_cli import assert_clean_error, lai
 
@@ -83,14 +84,6 @@ def front_matter(card: str) -> tuple[dict[str, Any], str]:
     return yaml.safe_load(head), body
 
 
-def table_rows(text: str, first_cell: str) -> list[list[str]]:
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("| "):
-            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-            if cells[0] == first_cell:
-                rows.append(cells)
-    return rows
 
 
 def copy_run(run_dir: Path, tmp_path: Path) -> Path:

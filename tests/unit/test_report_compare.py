@@ -24,6 +24,7 @@ from lai.pipeline import Pipeline, load_summaries
 from lai.report.compare import compare_runs, comparison_table, render_markdown
 from lai.report.markdown import render_report, strategy_label
 from lai.report.stats import format_interval, wilson_interval
+from tests.helpers.markdown import table_rows
 from tests.pipeline.test_loop import fake_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,15 +107,6 @@ def copy_run(run_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / run_dir.name))
 
 
-def table_rows(text: str, first_cell: str) -> list[list[str]]:
-    """Rows of any markdown table in ``text`` whose first cell is ``first_cell``."""
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("| "):
-            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-            if cells[0] == first_cell:
-                rows.append(cells)
-    return rows
 
 
 def section(text: str, title: str) -> str:
