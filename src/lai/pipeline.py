@@ -11,6 +11,7 @@ previous one trained.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -321,18 +322,7 @@ class Pipeline:
         strategy = self.strategy(k)
         if not strategy.uses_instructor:
             return self._direct(k, strategy)
-        requests = self.plan_requests(k)
-        out = self.store.path(k, "instruct.jsonl")
-        todo = pending_requests(requests, out)
-        if todo:
-            with ExitStack() as stack:
-                instructor = self._instructor(stack, k)
-                instructor.check()
-                run_requests(
-                    instructor, todo, out, total=len(requests), progress=self.progress,
-                    max_cost=self.config.instructor.max_cost,
-                )  # fmt: skip
-        records = read_records(out, InstructRecord)
+        records = self._send(k, self.plan_requests(k), "instruct.jsonl", stage="instruct")
         prices = self._prices()
         return {
             "control_errors": self._control_count(k),
@@ -345,6 +335,24 @@ class Pipeline:
             "cost_usd": round(sum(cost_of(prices, r.model, r.prompt_tokens, r.completion_tokens) for r in records), 6),
             "models": sorted({r.model for r in records if r.model}),
         }
+
+    def _send(self, k: int, requests: list[InstructRequest], name: str, stage: str) -> list[InstructRecord]:
+        """Send the requests without a record in ``name`` (resumable); return all their records.
+
+        The instructor (and a local server) starts only when something is left to send.
+        """
+        out = self.store.path(k, name)
+        todo = pending_requests(requests, out)
+        if todo:
+            with ExitStack() as stack:
+                instructor = self._instructor(stack, k, stage=stage)
+                instructor.check()
+                run_requests(
+                    instructor, todo, out, total=len(requests), progress=self.progress,
+                    max_cost=self.config.instructor.max_cost, label=stage,
+                )  # fmt: skip
+        wanted = {r.id for r in requests}
+        return [r for r in read_records(out, InstructRecord) if r.id in wanted]
 
     def _direct(self, k: int, strategy: Strategy) -> dict[str, Any]:
         """Baselines without an instructor: real rows, written where parse will read them."""
@@ -417,13 +425,7 @@ class Pipeline:
         tasks = {s.task: self.task(s.task) for s in samples}
         before = sum(s.kept for s in samples)
         cfg = self.config.verify
-        embedder_spec = cfg.embedder or self.config.strategy.embedder
-        embedders: list[Any] = []
-
-        def embedder() -> Any:
-            if not embedders:
-                embedders.append(build_embedder(embedder_spec, embedding_cache()))
-            return embedders[0]
+        embedder = functools.cache(lambda: build_embedder(cfg.embedder or self.config.strategy.embedder, embedding_cache()))
 
         def contamination() -> ContaminationIndex:
             benches = {key: [(s.id, s.question) for s in rows] for key, (_, rows) in self.benchmark_samples().items()}
@@ -431,18 +433,7 @@ class Pipeline:
 
         def resolve(requests: list[InstructRequest]) -> list[InstructRecord]:
             self._record_templates(requests)
-            out = self.store.path(k, "verify_instruct.jsonl")
-            todo = pending_requests(requests, out)
-            if todo:
-                with ExitStack() as stack:
-                    instructor = self._instructor(stack, k, stage="verify")
-                    instructor.check()
-                    run_requests(
-                        instructor, todo, out, total=len(requests), progress=self.progress,
-                        max_cost=self.config.instructor.max_cost, label="verify: re-solve",
-                    )  # fmt: skip
-            wanted = {r.id for r in requests}
-            return [r for r in read_records(out, InstructRecord) if r.id in wanted]
+            return self._send(k, requests, "verify_instruct.jsonl", stage="verify")
 
         scorer = ray_scorer(self.config.cluster) if self.config.cluster.backend == "ray" else None
         checked, summary = verify_samples(
