@@ -296,11 +296,15 @@ def serve_instructor(
     n_threads: Annotated[int, typer.Option("--n-threads", help="llama_cpp: CPU threads")] = 2,
     startup_timeout: Annotated[float | None, typer.Option("--startup-timeout", help="seconds to wait for the server (default 120 llama_cpp, 1200 vllm)")] = None,
     log_path: Annotated[Path, typer.Option("--log", help="the server's log file")] = Path("runs") / "serve-instructor.log",
+    launcher: Annotated[
+        str | None, typer.Option("--launcher", help="command that starts the server, e.g. '/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server' (default: this Python)")
+    ] = None,
 ) -> None:
     """Start a local instructor server in the foreground and print how to use it; Ctrl-C stops it.
 
     Flags after -- go to the server as they are: lai serve-instructor MODEL --server vllm -- --tensor-parallel-size 2
     """
+    import shlex
     import time
 
     from pydantic import ValidationError
@@ -312,7 +316,7 @@ def serve_instructor(
     try:
         cfg = LocalInstructorConfig(
             enabled=True, server=server, model=model, port=port, n_ctx=n_ctx, n_threads=n_threads,  # type: ignore[arg-type]
-            startup_timeout_s=startup_timeout, extra_args=list(ctx.args),
+            startup_timeout_s=startup_timeout, extra_args=list(ctx.args), launcher=shlex.split(launcher or ""),
         )  # fmt: skip
     except ValidationError as error:
         raise ConfigError(f"invalid serve-instructor options: {format_validation_error(error)}") from None

@@ -1,4 +1,10 @@
-"""Start and stop a local OpenAI-compatible instructor server (llama.cpp) on 127.0.0.1.
+"""Start and stop a local OpenAI-compatible instructor server (llama.cpp or vLLM) on 127.0.0.1.
+
+llama.cpp (``llama_cpp.server``) serves a .gguf model on the CPU; vLLM
+(``vllm.entrypoints.openai.api_server``, what ``vllm serve`` runs) serves an HF folder or hub
+id on CUDA GPUs. Either is started with this Python unless ``instructor.local.launcher``
+names another command (vLLM often lives in its own environment), and is ready once
+``/v1/models`` answers.
 
 The server runs in its own process group so stopping it (SIGTERM, then SIGKILL after a
 grace period) also ends any children; an ``atexit`` hook stops it if lai dies of an
@@ -23,11 +29,22 @@ from pathlib import Path
 
 from lai.config import LocalInstructorConfig
 from lai.errors import InstructorError
-from lai.models.resolve import embedded_gguf
+from lai.models.resolve import embedded_gguf, resolve_model
 
 log = logging.getLogger(__name__)
 
 ALIAS = "local-instructor"
+STARTUP_TIMEOUT_S = {"llama_cpp": 120.0, "vllm": 1200.0}  # vLLM may download weights and compile first
+MODULES = {"llama_cpp": "llama_cpp.server", "vllm": "vllm.entrypoints.openai.api_server"}
+INSTALL_HINTS = {
+    "llama_cpp": "pip install 'llama-cpp-python[server]' (make demo installs it; it builds once, ~5 min)",
+    "vllm": "pip install 'lai[vllm]' (needs a CUDA GPU), or set instructor.local.launcher to a vLLM elsewhere",
+}
+# Secrets are not the server's business: it gets a minimal environment. vLLM also needs to
+# see its GPUs and caches, and HF_TOKEN for gated weights; instructor API keys stay out.
+BASE_ENV = ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH")
+VLLM_ENV = ("TMPDIR", "XDG_CACHE_HOME")
+VLLM_ENV_PREFIXES = ("CUDA_", "NCCL_", "VLLM_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "TORCH_", "TRITON_")
 
 
 def _die_with_parent() -> None:
@@ -57,6 +74,79 @@ def local_model_file(spec: str) -> Path:
     return path
 
 
+def vllm_model(spec: str) -> str:
+    """What vLLM's ``--model`` gets: an embedded model's converted HF folder, a path, or a hub id."""
+    if spec.startswith("embedded:"):
+        return resolve_model(spec).location  # converted once into an HF folder in the cache
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def server_environment(server: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    environ = dict(os.environ if environ is None else environ)
+    keep = set(BASE_ENV)
+    if server == "vllm":
+        keep.update(VLLM_ENV)
+        keep.update(key for key in environ if key.startswith(VLLM_ENV_PREFIXES))
+    return {key: environ[key] for key in sorted(keep) if key in environ}
+
+
+def launcher(config: LocalInstructorConfig) -> list[str]:
+    """The command that starts the server, checked to exist when it is this Python's module."""
+    if config.launcher:
+        return list(config.launcher)
+    if importlib.util.find_spec(MODULES[config.server].split(".")[0]) is None:
+        what = "llama.cpp's server" if config.server == "llama_cpp" else "vLLM"
+        raise InstructorError(f"the local instructor needs {what}, which is not installed", hint=INSTALL_HINTS[config.server])
+    return [sys.executable, "-m", MODULES[config.server]]
+
+
+def server_command(config: LocalInstructorConfig, port: int, model: str, start: list[str]) -> list[str]:
+    """The full command line; ``model`` is already resolved (a .gguf file for llama.cpp)."""
+    if config.server == "vllm":
+        command = [
+            *start,
+            "--model", model,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--served-model-name", ALIAS,
+            "--max-model-len", str(config.n_ctx),
+        ]  # fmt: skip
+    else:
+        command = [
+            *start,
+            "--model", model,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--n_threads", str(config.n_threads),
+            "--n_ctx", str(config.n_ctx),
+            "--model_alias", ALIAS,
+        ]  # fmt: skip
+    return [*command, *config.extra_args]
+
+
+def client_snippet(base_url: str, server: str) -> str:
+    """The config lines (and --set overrides) that point a run at a server started elsewhere."""
+    structured = "json_object" if server == "llama_cpp" else "json_schema"
+    lines = [
+        "instructor:",
+        "  backend: openai",
+        f"  base_url: {base_url}",
+        f"  model: {ALIAS}",
+        "  api_key_env: null",
+        f"  structured_output: {structured}",
+    ]
+    if server == "llama_cpp":
+        lines.append("  concurrency: 1                 # llama.cpp serves one request at a time")
+    lines += ["  local:", "    enabled: false"]
+    overrides = (
+        f"--set instructor.local.enabled=false --set instructor.base_url={base_url} "
+        f"--set instructor.model={ALIAS} --set instructor.api_key_env=null "
+        f"--set instructor.structured_output={structured}"
+    )
+    return "\n".join(lines) + f"\n\nor: lai run CONFIG {overrides}"
+
+
 class LocalInstructorServer:
     """Context manager: ``with LocalInstructorServer(cfg, log_path) as server: server.base_url``."""
 
@@ -67,43 +157,44 @@ class LocalInstructorServer:
         self.port = config.port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.model_alias = ALIAS
+        self.startup_timeout_s = config.startup_timeout_s or STARTUP_TIMEOUT_S[config.server]
+
+    def command(self) -> list[str]:
+        start = launcher(self.config)  # first: a missing server fails before any model work
+        if self.config.server == "vllm":
+            model = vllm_model(self.config.model)
+        else:
+            model = str(local_model_file(self.config.model))
+        return server_command(self.config, self.port, model, start)
 
     def start(self) -> LocalInstructorServer:
-        if importlib.util.find_spec("llama_cpp") is None:
-            raise InstructorError(
-                "the local instructor needs llama.cpp's server, which is not installed",
-                hint="pip install 'llama-cpp-python[server]' (make demo installs it; it builds once, ~5 min)",
-            )
-        model_file = local_model_file(self.config.model)
-        command = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model_file),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--n_threads", str(self.config.n_threads),
-            "--n_ctx", str(self.config.n_ctx),
-            "--model_alias", ALIAS,
-        ]  # fmt: skip
+        command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        log.info("starting the local instructor on port %d (log: %s)", self.port, self.log_path)
-        # Secrets are not the server's business: it gets a minimal environment.
-        env = {key: os.environ[key] for key in ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH") if key in os.environ}
-        self.process = subprocess.Popen(
-            command,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            preexec_fn=_die_with_parent,
-        )
-        log_file.close()
+        log.info("starting the local instructor (%s) on port %d (log: %s)", self.config.server, self.port, self.log_path)
+        env = server_environment(self.config.server)
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as error:  # a launcher that does not exist or cannot run
+            raise InstructorError(
+                f"could not start the local instructor ({command[0]}): {error.strerror or error}",
+                hint="check instructor.local.launcher",
+            ) from None
+        finally:
+            log_file.close()
         atexit.register(self.stop)
         self._wait_until_ready()
         return self
 
     def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + self.config.startup_timeout_s
+        deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 tail = self.log_path.read_text(errors="replace")[-500:]
@@ -117,7 +208,7 @@ class LocalInstructorServer:
             time.sleep(0.25)
         self.stop()
         raise InstructorError(
-            f"the local instructor did not answer within {self.config.startup_timeout_s:.0f} s",
+            f"the local instructor did not answer within {self.startup_timeout_s:.0f} s",
             hint=f"see {self.log_path}; raise instructor.local.startup_timeout_s on a slow machine",
         )
 
