@@ -11,6 +11,7 @@ previous one trained.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -21,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from lai.config import BenchmarkConfig, PoolConfig, RunConfig, dump_config
+from lai.config import BenchmarkConfig, PoolConfig, RunConfig, build_config, dump_config
 from lai.distributed import AnswerJob, RayPool, TargetSpec, answer_and_score_sharded, ray_scorer
 from lai.errors import ConfigError, LaiError
 from lai.instructor import INSTRUCTORS, Instructor, InstructRequest
@@ -67,6 +68,11 @@ def check_resumable(run_dir: Path, config: RunConfig) -> None:
     if not saved_path.exists():
         return
     saved = yaml.safe_load(saved_path.read_text()) or {}
+    # Compare as validated configs: a run saved by an older lai lacks keys added since, and
+    # their defaults must not count as a change. A saved file that no longer validates is
+    # compared as written (and differs).
+    with contextlib.suppress(ConfigError):
+        saved = build_config(saved, source=str(saved_path)).model_dump(mode="json")
     current = config.model_dump(mode="json")
     changed = sorted(k for k in set(saved) | set(current) if k != "iterations" and saved.get(k) != current.get(k))
     if changed:

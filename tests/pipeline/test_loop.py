@@ -263,3 +263,13 @@ def test_lec_shows_correct_neighbours_beside_each_error(data_dir: Path, tmp_path
         assert len(neighbours) == 2 and all(collect[n]["correct"] for n in neighbours)
         content = record["messages"][0]["content"]
         assert all(collect[n]["question"] in content for n in [error, *neighbours])
+
+
+def test_a_run_saved_before_new_config_keys_still_resumes(data_dir: Path, tmp_path: Path) -> None:
+    config = build_config(fake_config(data_dir, tmp_path / "log", iterations=1))
+    Pipeline(config, tmp_path / "run").run()
+    saved = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
+    del saved["verify"], saved["cluster"], saved["strategy"]["control_fraction"]  # as an older lai wrote it
+    (tmp_path / "run/config.yaml").write_text(yaml.safe_dump(saved))
+    Pipeline(build_config(fake_config(data_dir, tmp_path / "log", iterations=2)), tmp_path / "run").run()
+    assert (tmp_path / "run/iter_02/evaluate.done").exists()
