@@ -15,6 +15,11 @@ nothing and each row decodes as it would alone, up to floating-point ties. Greed
 This works on transformers' ``DynamicCache`` of plain ``DynamicLayer`` layers (full
 attention, as in Llama-style models); :func:`supports_continuous` tells the backend when
 to fall back to one batch at a time.
+
+Admission is bounded twice: at most ``batch_size`` rows, and at most ``max_batch_tokens``
+padded tokens, counted as rows x (longest prompt among them + ``max_new_tokens``), an
+upper bound on the KV cache the batch can grow to (columns no row attends to any more are
+trimmed, so a row's footprint never exceeds its prompt plus its new tokens).
 """
 
 from __future__ import annotations
@@ -24,7 +29,44 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lai.models.batching import rows_that_fit
+
 STOP_TAIL_TOKENS = 16  # a stop string is looked for in the last few decoded tokens
+
+
+def stop_tail(stop: Sequence[str]) -> int:
+    """How many trailing tokens to decode to see any stop string whole.
+
+    A token decodes to at least one character except byte-fallback pieces (up to 4 per
+    character), so 4 tokens a character, plus one for a token that starts before it.
+    """
+    return max(STOP_TAIL_TOKENS, 4 * max((len(s) for s in stop), default=0) + 1)
+
+
+def hits_stop(tokenizer: Any, generated: Sequence[int], stop: Sequence[str], tail: int) -> bool:
+    """Whether the generated tokens (never the prompt, as in lm-eval) contain a stop string."""
+    text = tokenizer.decode(list(generated[-tail:]), skip_special_tokens=True)
+    return any(marker in text for marker in stop)
+
+
+def generated_stop_criteria(tokenizer: Any, stop: Sequence[str], prompt_width: int) -> Any:
+    """A ``model.generate`` stopping criterion: a row is done once its *generated* text holds
+    a stop string. transformers' ``stop_strings`` also matches across the end of the prompt
+    (a prompt ending in "Q" and a first token ":" stop at once on "Q:"), which lm-eval's
+    per-row check and the continuous path do not.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    markers, tail = list(stop), stop_tail(stop)
+
+    class GeneratedStopStrings(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            start = max(prompt_width, input_ids.shape[1] - tail)
+            done = [hits_stop(tokenizer, row[start:].tolist(), markers, tail) for row in input_ids]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return GeneratedStopStrings()
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -123,24 +165,41 @@ def continuous_greedy(
     max_new_tokens: int,
     stop: Sequence[str] = (),
     device: str = "cpu",
+    max_batch_tokens: int | None = None,
+    prefill_kwargs: dict[str, Any] | None = None,
+    record: Callable[[list[int], int], None] | None = None,
 ) -> list[list[int]]:
     """Generate for every row in ``rows`` (token ids); return each row's new token ids.
 
     ``pad`` lays out a group of rows (shared prefix, pads, own tokens); ``new_cache(k)``
     returns a cache for k rows already holding the shared prefix (``cached_tokens`` long).
+    ``order`` is the admission order (longest first keeps padding low). ``record``, if
+    given, sees the running rows and their padded-token footprint after each admission.
     """
     import torch
 
     stops = eos_ids(model, tokenizer)
+    tail = stop_tail(stop)
+    budget = max_batch_tokens or float("inf")
+    lengths = [len(r) for r in rows]
     queue = deque(order)
     generated: list[list[int]] = [[] for _ in rows]
     batch = _Batch()
-    admit_at = max(1, batch_size // 4)  # admit in groups: prefill is cheaper batched
     with torch.inference_mode():
         while queue or batch.rows:
-            free = batch_size - len(batch.rows)
+            width = max([lengths[r] for r in batch.rows] + [lengths[queue[0]]]) if queue else 0
+            # The rows the budget holds at this width; without a budget, batch_size.
+            capacity = rows_that_fit(width, max_new_tokens, max_batch_tokens, batch_size) if max_batch_tokens else batch_size
+            free = capacity - len(batch.rows)
+            admit_at = max(1, capacity // 4)  # admit in groups: prefill is cheaper batched
             if queue and (free >= admit_at or not batch.rows):
-                group = [queue.popleft() for _ in range(min(free, len(queue)))]
+                group = [queue.popleft()]
+                while queue and len(group) < free:
+                    wider = max(width, lengths[queue[0]])
+                    if (len(batch.rows) + len(group) + 1) * (wider + max_new_tokens) > budget:
+                        break
+                    width = wider
+                    group.append(queue.popleft())
                 ids, mask = pad([rows[i] for i in group])
                 ids, mask = ids.to(device), mask.to(device)
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -151,8 +210,11 @@ def continuous_greedy(
                     position_ids=positions[:, cached_tokens:],
                     use_cache=True,
                     **{cache_argument: cache},
+                    **(prefill_kwargs or {}),
                 ).logits[:, -1, :]
                 batch.merge(group, cache, mask, positions[:, -1] + 1, logits.argmax(dim=-1))
+                if record is not None:
+                    record(list(batch.rows), len(batch.rows) * (width + max_new_tokens))
 
             keep = []
             for slot, row in enumerate(batch.rows):
@@ -160,8 +222,7 @@ def continuous_greedy(
                 generated[row].append(token)
                 finished = token in stops or len(generated[row]) >= max_new_tokens
                 if not finished and stop:
-                    tail = tokenizer.decode(generated[row][-STOP_TAIL_TOKENS:], skip_special_tokens=True)
-                    finished = any(marker in tail for marker in stop)
+                    finished = hits_stop(tokenizer, generated[row], stop, tail)
                 if not finished:
                     keep.append(slot)
             if len(keep) < len(batch.rows):
@@ -181,6 +242,17 @@ def continuous_greedy(
             batch.tokens = logits.argmax(dim=-1)
             batch.positions = batch.positions + 1
     return generated
+
+
+def select_rows(cache: Any, index: Any) -> Any:
+    """A new cache holding rows ``index`` of ``cache`` (repeats allowed); ``cache`` is untouched.
+
+    Used to give each continuation of a log-likelihood request its context's KV cache.
+    """
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.batch_select_indices(index)
+    return selected
 
 
 def repeat_cache(prefix_cache: Any) -> Callable[[int], Any]:

@@ -3,9 +3,14 @@
 Chat prompts are rendered with the model's chat template, string prompts are used as
 they are (like lm-evaluation-harness); both are left-padded so every row's generation
 starts at the same position. Within a call, prompts are sorted by length so a batch
-wastes little on padding; results come back in the caller's order. Stop strings end a
-row's generation as soon as it produces one (transformers' ``stop_strings``) and the
-text is cut there, as lm-eval does.
+wastes little on padding, and batches are bounded by a token budget (``max_batch_tokens``:
+rows x (prompt + new tokens)) as well as by ``batch_size`` rows; results come back in the
+caller's order. A row stops as soon as its generated text holds one of the stop strings
+(never matched across the end of the prompt) and the text is cut there, as lm-eval does.
+
+Log-likelihood requests are grouped by context: each distinct context is run once, its
+KV cache shared by all its continuations (MMLU's four letters, ARC's options), and only
+the continuations' own tokens are run again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,19 @@ from typing import Any
 
 from lai.errors import ModelError
 from lai.models.base import Prompt, Target
-from lai.models.greedy import continuous_greedy, repeat_cache, supports_continuous
+from lai.models.batching import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    budget_batches,
+    longest_first,
+    padded_tokens,
+)
+from lai.models.greedy import (
+    continuous_greedy,
+    generated_stop_criteria,
+    repeat_cache,
+    select_rows,
+    supports_continuous,
+)
 from lai.models.resolve import ModelSource, fingerprint_files, resolve_model
 
 log = logging.getLogger(__name__)
@@ -96,6 +113,8 @@ class HFTarget(Target):
         threads: int | None = None,
         prefix_cache: bool = True,
         continuous: bool | None = None,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        share_context: bool = True,
         **settings: Any,
     ) -> None:
         import torch
@@ -105,6 +124,12 @@ class HFTarget(Target):
         self.source = resolve_model(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
+        if max_batch_tokens < 1:
+            raise ModelError(f"max_batch_tokens must be positive, got {max_batch_tokens}")
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.share_context = share_context
+        #: When a list, every forward pass appends (kind, rows, padded tokens): for tests.
+        self.batch_log: list[tuple[str, int, int]] | None = None
         self.prefix_cache = prefix_cache
         self._cached_prefix: tuple[list[int], Any] | None = None
         self.model, self.tokenizer = load_model_and_tokenizer(
@@ -116,8 +141,14 @@ class HFTarget(Target):
             if "cache" in inspect.signature(self.model.forward).parameters
             else "past_key_values"
         )
-        # Continuous batching needs a plain full-attention KV cache; probe it once.
-        self.continuous = self._probe_continuous() if continuous is None else continuous
+        # Continuous batching (and sharing a context's cache) needs a plain full-attention
+        # KV cache; probe it once.
+        self.cache_selectable = self._probe_continuous()
+        self.continuous = self.cache_selectable if continuous is None else continuous
+        # Only the last position's logits are needed after a prefill (as model.generate does).
+        self._last_logits = (
+            {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
+        )
         if not getattr(self.tokenizer, "chat_template", None):
             raise ModelError(
                 f"{model} has no chat template",
@@ -139,8 +170,9 @@ class HFTarget(Target):
         rows = [self.tokenizer(self.render(p), add_special_tokens=False).input_ids for p in prompts]
         if not rows:
             return []
+        lengths = [len(r) for r in rows]
         # Longest first: early batches set the cache width, later (shorter) rows fit into it.
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        order = longest_first(lengths)
         shared = common_prefix_length(rows) if self.prefix_cache else 0
         prefix_cache = self._prefix_cache(rows[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
         if prefix_cache is None:
@@ -155,11 +187,15 @@ class HFTarget(Target):
                 self.model, self.tokenizer, rows, order=order, pad=lambda group: self._pad(group, shared),
                 new_cache=new_cache, cached_tokens=shared, cache_argument=self._cache_argument,
                 batch_size=self.batch_size, max_new_tokens=max_new_tokens, stop=stop, device=self.device,
+                max_batch_tokens=self.max_batch_tokens, prefill_kwargs=self._last_logits,
+                record=None if self.batch_log is None else lambda running, tokens: self._log("generate", len(running), tokens),
             )  # fmt: skip
         else:
             generated = [[] for _ in rows]
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
+            for chunk in budget_batches(
+                order, lengths, max_tokens=self.max_batch_tokens, max_rows=self.batch_size, extra=max_new_tokens
+            ):
+                self._log("generate", len(chunk), padded_tokens(chunk, lengths, max_new_tokens))
                 for i, tokens in zip(
                     chunk,
                     self._generate_batch(
@@ -183,9 +219,14 @@ class HFTarget(Target):
     ) -> list[list[int]]:
         """One batch through ``model.generate``: for models whose cache cannot be batched continuously."""
         import torch
+        from transformers import StoppingCriteriaList
 
         input_ids, attention_mask = self._pad(rows, shared)
-        stop_kwargs = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
+        stop_kwargs = (
+            {"stopping_criteria": StoppingCriteriaList([generated_stop_criteria(self.tokenizer, stop, input_ids.shape[1])])}
+            if stop
+            else {}
+        )
         cache_kwargs = {self._cache_argument: new_cache(len(rows))} if shared else {}
         with torch.inference_mode():
             output = self.model.generate(
@@ -251,45 +292,154 @@ class HFTarget(Target):
         self._cached_prefix = (prefix, cache)
         return cache
 
+    def _log(self, kind: str, rows: int, tokens: int) -> None:
+        if self.batch_log is not None:
+            self.batch_log.append((kind, rows, tokens))
+
+    def _encode_pair(self, context: Prompt, continuation: str) -> tuple[list[int], int]:
+        """(context + continuation tokens, context length), encoded as lm-eval does: together."""
+        context_text = self.render(context)
+        # A trailing space belongs to the continuation, so both tokenise as one text would.
+        spaces = len(context_text) - len(context_text.rstrip(" "))
+        context_text, continuation = context_text[: len(context_text) - spaces], " " * spaces + continuation
+        whole = self.tokenizer(context_text + continuation, add_special_tokens=False).input_ids
+        n_context = len(self.tokenizer(context_text, add_special_tokens=False).input_ids)
+        return whole, max(n_context, 1)
+
     def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
-        """Sum of continuation log-probs, encoded as lm-eval does (context + continuation together)."""
+        """Sum of continuation log-probs, encoded as lm-eval does (context + continuation together).
+
+        Contexts that tokenise the same are run once and their KV cache reused for each
+        continuation; models whose cache cannot be indexed by row (sliding-window or hybrid
+        layers) run every (context, continuation) whole, batched by the token budget.
+        """
+        encoded = [self._encode_pair(context, continuation) for context, continuation in pairs]
+        if not encoded:
+            return []
+        if self.share_context and self.cache_selectable:
+            return self._loglikelihood_shared(encoded)
+        return self._loglikelihood_whole(encoded)
+
+    def _loglikelihood_whole(self, encoded: list[tuple[list[int], int]]) -> list[float]:
+        """Every (context, continuation) run whole: left-padded, so each row's continuation
+        ends at the last column and only the last positions' logits are computed."""
         import torch
 
-        encoded = []
-        for context, continuation in pairs:
-            context_text = self.render(context)
-            # A trailing space belongs to the continuation, so both tokenise as one text would.
-            spaces = len(context_text) - len(context_text.rstrip(" "))
-            context_text, continuation = (
-                context_text[: len(context_text) - spaces],
-                " " * spaces + continuation,
-            )
-            whole = self.tokenizer(context_text + continuation, add_special_tokens=False).input_ids
-            n_context = len(self.tokenizer(context_text, add_special_tokens=False).input_ids)
-            encoded.append((whole, max(n_context, 1)))
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
+        lengths = [len(whole) for whole, _ in encoded]
         scores = [0.0] * len(encoded)
         pad = self.tokenizer.pad_token_id
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            width = max(len(encoded[i][0]) for i in chunk)
+        for chunk in budget_batches(
+            longest_first(lengths), lengths, max_tokens=self.max_batch_tokens, max_rows=self.batch_size
+        ):
+            width = max(lengths[i] for i in chunk)
+            keep = 1 + max(max(len(whole) - n_context, 0) for whole, n_context in (encoded[i] for i in chunk))
+            self._log("loglikelihood", len(chunk), len(chunk) * width)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):  # right padding: positions stay aligned with tokens
-                tokens = encoded[i][0]
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
+            for row, i in enumerate(chunk):
+                ids[row, width - lengths[i] :] = torch.tensor(encoded[i][0])
+                mask[row, width - lengths[i] :] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            keep_kwargs = {"logits_to_keep": keep} if self._last_logits else {}
             with torch.inference_mode():
                 logits = self.model(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-                ).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
+                    input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), **keep_kwargs
+                ).logits[:, -keep:]
             for row, i in enumerate(chunk):
                 tokens, n_context = encoded[i]
-                targets = torch.tensor(tokens[n_context:], device=logprobs.device)
-                predicted = logprobs[row, n_context - 1 : len(tokens) - 1]
+                span = len(tokens) - n_context
+                if span <= 0:
+                    continue
+                targets = torch.tensor(tokens[n_context:], device=logits.device)
+                predicted = torch.log_softmax(logits[row, keep - 1 - span : keep - 1].float(), dim=-1)
                 scores[i] = float(predicted.gather(1, targets[:, None]).sum())
         return scores
+
+    def _loglikelihood_shared(self, encoded: list[tuple[list[int], int]]) -> list[float]:
+        """Each distinct context once, then its continuations on copies of its KV cache.
+
+        Context pass: distinct contexts, longest first, left-padded, batched by the token
+        budget; it gives each continuation's first-token log-prob (the context's last
+        logits). Continuation pass: every continuation's tokens but the last, right-padded
+        after its context's cache; only continuations of two or more tokens need it.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        index: dict[tuple[int, ...], int] = {}
+        members: list[list[int]] = []
+        for i, (whole, n_context) in enumerate(encoded):
+            group = index.setdefault(tuple(whole[:n_context]), len(index))
+            if group == len(members):
+                members.append([])
+            members[group].append(i)
+        contexts = [list(key) for key in index]
+        context_lengths = [len(c) for c in contexts]
+        scores = [0.0] * len(encoded)
+        pad = self.tokenizer.pad_token_id
+        for chunk in budget_batches(
+            longest_first(context_lengths), context_lengths, max_tokens=self.max_batch_tokens, max_rows=self.batch_size
+        ):
+            width = max(context_lengths[g] for g in chunk)
+            self._log("context", len(chunk), len(chunk) * width)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, g in enumerate(chunk):  # left padding: every context ends at the last column
+                ids[row, width - context_lengths[g] :] = torch.tensor(contexts[g])
+                mask[row, width - context_lengths[g] :] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            cache = DynamicCache()
+            with torch.inference_mode():
+                last = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True, **{self._cache_argument: cache}, **self._last_logits,
+                ).logits[:, -1, :]  # fmt: skip
+            first = torch.log_softmax(last.float(), dim=-1)
+            rest: list[tuple[int, int, list[int]]] = []  # (request, context row, continuation tokens)
+            for row, g in enumerate(chunk):
+                for i in members[g]:
+                    whole, n_context = encoded[i]
+                    continuation = whole[n_context:]
+                    if continuation:
+                        scores[i] = float(first[row, continuation[0]])
+                    if len(continuation) > 1:
+                        rest.append((i, row, continuation))
+            if rest:
+                self._score_continuations(rest, cache, mask, width, scores)
+        return scores
+
+    def _score_continuations(
+        self, rest: list[tuple[int, int, list[int]]], cache: Any, mask: Any, width: int, scores: list[float]
+    ) -> None:
+        """Add the log-probs of continuation tokens 2.. to ``scores``, on the contexts' cache."""
+        import torch
+
+        lengths = [len(continuation) - 1 for _, _, continuation in rest]  # inputs: all but the last token
+        pad = self.tokenizer.pad_token_id
+        for chunk in budget_batches(
+            longest_first(lengths), lengths, max_tokens=self.max_batch_tokens, max_rows=self.batch_size, extra=width
+        ):
+            span = max(lengths[j] for j in chunk)
+            self._log("continuation", len(chunk), len(chunk) * (width + span))
+            rows = torch.tensor([rest[j][1] for j in chunk], device=mask.device)
+            ids = torch.full((len(chunk), span), pad, dtype=torch.long)
+            own = torch.zeros((len(chunk), span), dtype=torch.long)
+            for n, j in enumerate(chunk):
+                ids[n, : lengths[j]] = torch.tensor(rest[j][2][:-1])
+                own[n, : lengths[j]] = 1
+            context_mask = mask[rows]
+            full_mask = torch.cat([context_mask, own.to(mask.device)], dim=1)
+            positions = context_mask.sum(-1, keepdim=True) + torch.arange(span, device=mask.device)
+            with torch.inference_mode():
+                logits = self.model(
+                    input_ids=ids.to(mask.device), attention_mask=full_mask, position_ids=positions,
+                    use_cache=True, **{self._cache_argument: select_rows(cache, rows)},
+                ).logits  # fmt: skip
+            for n, j in enumerate(chunk):
+                i, _, continuation = rest[j]
+                targets = torch.tensor(continuation[1:], device=logits.device)
+                predicted = torch.log_softmax(logits[n, : lengths[j]].float(), dim=-1)
+                scores[i] += float(predicted.gather(1, targets[:, None]).sum())
 
     def fingerprint(self) -> str:
         location = Path(self.source.location)
