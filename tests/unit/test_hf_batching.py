@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 
 from lai.models.batching import budget_batches, longest_first, padded_tokens  # noqa: E402
 from lai.models.greedy import continuous_greedy  # noqa: E402
-from lai.models.hf import HFTarget, cut_at_stop  # noqa: E402
+from lai.models.hf import HFTarget  # noqa: E402
+from lai.models.prompting import cut_at_stop  # noqa: E402
 from tests.unit.test_hf_tiny import tiny_model_dir  # noqa: E402, F401  (the session fixture)
 
 # Very different lengths, more prompts than any batch holds, chat and raw.

@@ -37,6 +37,13 @@ from lai.models.greedy import (
     select_rows,
     supports_continuous,
 )
+from lai.models.prompting import (
+    encode_pair,
+    encode_prompt,
+    finish_text,
+    render_prompt,
+    require_chat_template,
+)
 from lai.models.resolve import ModelSource, fingerprint_files, resolve_model
 
 log = logging.getLogger(__name__)
@@ -96,12 +103,6 @@ def common_prefix_length(rows: list[list[int]]) -> int:
     return max(length, 0)
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    for marker in stop:
-        text = text.split(marker)[0]
-    return text
-
-
 class HFTarget(Target):
     def __init__(
         self,
@@ -149,25 +150,17 @@ class HFTarget(Target):
         self._last_logits = (
             {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(self.model.forward).parameters else {}
         )
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ModelError(
-                f"{model} has no chat template",
-                hint="use an instruction-tuned model (lai prompts targets as chat models)",
-            )
+        require_chat_template(self.tokenizer, model)
 
     def render(self, prompt: Prompt) -> str:
-        if isinstance(prompt, str):
-            return prompt
-        return self.tokenizer.apply_chat_template(
-            prompt, tokenize=False, add_generation_prompt=True
-        )
+        return render_prompt(self.tokenizer, prompt)
 
     def generate(
         self, prompts: list[Prompt], max_new_tokens: int, stop: Sequence[str] = ()
     ) -> list[str]:
         from transformers import DynamicCache
 
-        rows = [self.tokenizer(self.render(p), add_special_tokens=False).input_ids for p in prompts]
+        rows = [encode_prompt(self.tokenizer, p) for p in prompts]
         if not rows:
             return []
         lengths = [len(r) for r in rows]
@@ -204,10 +197,7 @@ class HFTarget(Target):
                     strict=True,
                 ):
                     generated[i] = tokens
-        texts = [cut_at_stop(self.tokenizer.decode(g, skip_special_tokens=True), stop) for g in generated]
-        # A chat reply is tidied; a raw completion is kept exactly (its leading indentation
-        # is code for HumanEval, and lm-eval keeps it as generated).
-        return [text if isinstance(p, str) else text.strip() for p, text in zip(prompts, texts, strict=True)]
+        return [finish_text(self.tokenizer, p, g, stop) for p, g in zip(prompts, generated, strict=True)]
 
     def _generate_batch(
         self,
@@ -298,13 +288,7 @@ class HFTarget(Target):
 
     def _encode_pair(self, context: Prompt, continuation: str) -> tuple[list[int], int]:
         """(context + continuation tokens, context length), encoded as lm-eval does: together."""
-        context_text = self.render(context)
-        # A trailing space belongs to the continuation, so both tokenise as one text would.
-        spaces = len(context_text) - len(context_text.rstrip(" "))
-        context_text, continuation = context_text[: len(context_text) - spaces], " " * spaces + continuation
-        whole = self.tokenizer(context_text + continuation, add_special_tokens=False).input_ids
-        n_context = len(self.tokenizer(context_text, add_special_tokens=False).input_ids)
-        return whole, max(n_context, 1)
+        return encode_pair(self.tokenizer, self.render(context), continuation)
 
     def loglikelihood(self, pairs: list[tuple[Prompt, str]]) -> list[float]:
         """Sum of continuation log-probs, encoded as lm-eval does (context + continuation together).

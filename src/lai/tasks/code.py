@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 from lai import sandbox
 from lai.data import PoolSource
 from lai.errors import DataError
+from lai.models.prompting import cut_at_stop
 from lai.records import Sample, Score
 from lai.tasks.base import GenerationSpec, Prompt, SampleRejected, Task
 
@@ -118,12 +119,6 @@ def build_program(solution: str, test: str, entry_point: str) -> str:
     if re.search(r"^def check[ \t]*\(", test, re.MULTILINE):
         return sandbox.check_program(solution, test, entry_point)
     return f"{solution}\n\n{test}\n"
-
-
-def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    """The text before the first stop string, as lm-eval cuts a generation."""
-    ends = [i for i in (text.find(s) for s in stop) if i != -1]
-    return text[: min(ends)] if ends else text
 
 
 def entry_point_from_tests(tests: list[str], code: str) -> str:
