@@ -204,18 +204,62 @@ class LoraConfig(Section):
 
 
 class TrainConfig(Section):
+    """Fine-tuning the target on the kept samples (TRL's SFTTrainer; see lai.train.sft).
+
+    The effective batch is ``batch_size x grad_accum x num_processes`` rows; with
+    ``packing`` a row is a pack of whole examples up to ``max_length`` tokens.
+    """
+
     backend: str = "sft"
     method: Literal["lora", "full"] = "lora"
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="-1: run the full epochs")
     learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="rows per process per forward pass")
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(512, ge=16)
     warmup_steps: float = Field(0, ge=0, description="steps, or a fraction of all steps when below 1")
     lr_scheduler: str = "cosine"
     gradient_checkpointing: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 on a GPU that supports it, else fp32. bf16/fp16 are mixed precision: "
+        "LoRA keeps the frozen base in half precision, a full fine-tune keeps fp32 master weights",
+    )
+    packing: bool = Field(
+        False,
+        description="pack whole examples into rows of max_length (best-fit decreasing) with position_ids "
+        "restarting per example, so packed examples never attend to each other; no compute on padding",
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
+        "auto",
+        description="auto: the model's default (sdpa). flash_attention_2/3 need a GPU and flash-attn; "
+        "with packing they use varlen kernels (no masked work)",
+    )
+    distributed: Literal["none", "ddp", "fsdp", "deepspeed_zero2"] = Field(
+        "none",
+        description="none: train in this process. Otherwise lai runs `accelerate launch` with "
+        "num_processes workers: ddp (data parallel; gloo on CPU), fsdp (FSDP2 full shard, GPUs), "
+        "deepspeed_zero2 (needs pip install deepspeed, GPUs)",
+    )
+    num_processes: int = Field(1, ge=1, description="worker processes (one per GPU) when distributed is not none")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Rows per optimizer step over all processes."""
+        return self.batch_size * self.grad_accum * self.num_processes
+
+    @model_validator(mode="after")
+    def _consistent_scale(self) -> TrainConfig:
+        if self.distributed == "none" and self.num_processes > 1:
+            raise ValueError(
+                f"num_processes is {self.num_processes} but distributed is none; "
+                "choose ddp, fsdp or deepspeed_zero2 (or set num_processes: 1)"
+            )
+        if self.packing and self.backend != "sft":
+            raise ValueError(f"packing is only implemented by the sft backend, not {self.backend!r}")
+        return self
 
 
 class BenchmarkConfig(Section):

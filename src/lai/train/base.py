@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from lai.config import TrainConfig
+from lai.errors import LaiError
+
+
+class TrainError(LaiError):
+    """Training failed in a way the user can act on (e.g. a launched worker exited non-zero)."""
 
 
 @dataclass(frozen=True)

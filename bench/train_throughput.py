@@ -1,0 +1,255 @@
+"""LoRA training throughput: lai's trainer against a plain TRL SFTTrainer script.
+
+Same model (the embedded SmolLM2-135M-Instruct, fp32 on CPU), same 64 GSM8K training
+rows (chosen to spread over the length range: every 8th of the first 512 rows sorted by
+length), same settings (LoRA r=16 all-linear, lr 2e-4 cosine, batch 4, max length 512,
+1 epoch, gradient checkpointing, completion-only loss, seed 0). Variants:
+
+* ``trl``          a plain SFTTrainer script, default dynamic padding;
+* ``trl_packed``   the same script with ``packing=True`` (TRL's bfd + padding-free: all
+                   packs of a batch flattened into one row);
+* ``lai``          ``lai.train.sft.SFTTrainerBackend`` (what ``lai run``'s train stage calls);
+* ``lai_packed``   the same with ``train.packing: true`` (bfd packs, one per row).
+
+Each variant runs in its own process, one after the other, in the order given. Tokens
+are the examples' own tokens (prompt + answer, what the model must read); "slots" are
+the positions the model computes (``input_ids.numel()``), so ``1 - tokens/slots`` is
+the share of compute spent on padding. Time is ``trainer.train()`` only (both sides),
+as wall seconds and as CPU seconds of the process (all threads): on a machine shared with
+other jobs the CPU figure is the steadier one. lai's whole call (load, train, merge,
+save) is reported too.
+
+Usage:  .venv/bin/python bench/train_throughput.py [--variants trl,lai,lai_packed,trl_packed] [--repeats 1]
+Writes: bench/results/train_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+SETTINGS = {
+    "rows": 64,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "max_length": 512,
+    "learning_rate": 2e-4,
+    "epochs": 1,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "gradient_checkpointing": True,
+    "seed": 0,
+}
+
+
+def examples() -> list[Any]:
+    from lai.tasks import get_task
+    from lai.train.base import TrainExample
+
+    task = get_task("gsm8k")
+    rows = task.load("train", path=DATA, limit=512)
+    rows = sorted(rows, key=lambda s: len(s.question) + len(str(s.meta.get("solution", ""))))
+    picked = rows[:: len(rows) // SETTINGS["rows"]][: SETTINGS["rows"]]
+    out = []
+    for sample in picked:
+        question, solution, answer = task.reference_sample(sample)
+        out.append(TrainExample(task.prompt(task.training_sample(question)), task.training_target(solution, answer)))
+    return out
+
+
+def run_trl(packed: bool) -> dict[str, Any]:
+    """The baseline: SFTTrainer as its documentation shows it, nothing from lai but the data."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from lai.config import EMBEDDED_MODEL
+    from lai.models.resolve import resolve_model
+    from lai.train.packing import TokenCounter
+
+    folder = resolve_model(EMBEDDED_MODEL).location  # the converted HF folder
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    dataset = Dataset.from_list(
+        [{"prompt": e.prompt, "completion": [{"role": "assistant", "content": e.completion}]} for e in examples()]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp,
+            num_train_epochs=SETTINGS["epochs"],
+            per_device_train_batch_size=SETTINGS["batch_size"],
+            gradient_accumulation_steps=SETTINGS["grad_accum"],
+            learning_rate=SETTINGS["learning_rate"],
+            lr_scheduler_type="cosine",
+            max_length=SETTINGS["max_length"],
+            activation_checkpointing=SETTINGS["gradient_checkpointing"],
+            packing=packed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=SETTINGS["seed"],
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        peft_config = LoraConfig(
+            r=SETTINGS["lora_r"], lora_alpha=SETTINGS["lora_alpha"], lora_dropout=SETTINGS["lora_dropout"],
+            target_modules="all-linear", task_type="CAUSAL_LM",
+        )  # fmt: skip
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+        )
+        counter = TokenCounter.attach(trainer)  # counts only; the batches are TRL's
+        started, cpu_started = time.monotonic(), time.process_time()
+        result = trainer.train()
+        seconds, cpu_seconds = time.monotonic() - started, time.process_time() - cpu_started
+    stats = counter.stats()
+    return {
+        "train_seconds": seconds,
+        "train_cpu_seconds": cpu_seconds,
+        "steps": result.global_step,
+        "tokens": stats["tokens"],
+        "slots": stats["slots"],
+        "loss_tokens": stats["loss_tokens"],
+        "last_loss": next((r["loss"] for r in reversed(trainer.state.log_history) if "loss" in r), None),
+    }
+
+
+def run_lai(packed: bool) -> dict[str, Any]:
+    from lai.config import EMBEDDED_MODEL, LoraConfig, TrainConfig
+    from lai.train.sft import SFTTrainerBackend
+
+    config = TrainConfig(
+        method="lora",
+        epochs=SETTINGS["epochs"],
+        learning_rate=SETTINGS["learning_rate"],
+        batch_size=SETTINGS["batch_size"],
+        grad_accum=SETTINGS["grad_accum"],
+        max_length=SETTINGS["max_length"],
+        lr_scheduler="cosine",
+        gradient_checkpointing=SETTINGS["gradient_checkpointing"],
+        packing=packed,
+        lora=LoraConfig(r=SETTINGS["lora_r"], alpha=SETTINGS["lora_alpha"], dropout=SETTINGS["lora_dropout"]),
+    )
+    data = examples()
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.monotonic()
+        summary = SFTTrainerBackend(config, seed=SETTINGS["seed"]).train(EMBEDDED_MODEL, data, Path(tmp))
+        whole = time.monotonic() - started
+    return {
+        "train_seconds": summary["train_seconds"],
+        "train_cpu_seconds": summary["train_cpu_seconds"],
+        "whole_call_seconds": whole,
+        "steps": summary["steps"],
+        "tokens": summary["tokens"],
+        "slots": summary["slots"],
+        "loss_tokens": summary["loss_tokens"],
+        "last_loss": summary["last_loss"],
+    }
+
+
+VARIANTS = {
+    "trl": lambda: run_trl(False),
+    "trl_packed": lambda: run_trl(True),
+    "lai": lambda: run_lai(False),
+    "lai_packed": lambda: run_lai(True),
+}
+
+
+def one(variant: str, out: Path) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    row = VARIANTS[variant]()
+    row["tokens_per_second"] = row["tokens"] / row["train_seconds"]
+    row["tokens_per_cpu_second"] = row["tokens"] / row["train_cpu_seconds"]
+    row["padding_fraction"] = 1 - row["tokens"] / row["slots"]
+    out.write_text(json.dumps(row))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="trl,lai,lai_packed,trl_packed")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds; every other round runs in reverse order")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_throughput.json")
+    parser.add_argument("--add", action="store_true", help="keep the runs already in --out and add rounds")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--one-out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        one(args.one, args.one_out)
+        return
+    variants = args.variants.split(",")
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    if args.add and args.out.exists():
+        for variant, rows in json.loads(args.out.read_text())["runs"].items():
+            runs.setdefault(variant, []).extend(rows)
+    done = max((len(rows) for rows in runs.values()), default=0)
+    for round_ in range(done, done + args.repeats):
+        for variant in variants if round_ % 2 == 0 else variants[::-1]:
+            with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+                started = time.monotonic()
+                subprocess.run([sys.executable, __file__, "--one", variant, "--one-out", handle.name], check=True)
+                row = json.loads(Path(handle.name).read_text())
+            row["process_seconds"] = time.monotonic() - started
+            row["round"] = round_ + 1
+            runs[variant].append(row)
+            print(
+                f"round {round_ + 1} {variant:11s} {row['tokens_per_second']:7.1f} tok/s "
+                f"{row['tokens_per_cpu_second']:6.1f} tok/cpu-s  train {row['train_seconds']:6.1f} s  "
+                f"steps {row['steps']:3d}  tokens {row['tokens']}  "
+                f"padding {row['padding_fraction']:.1%}",
+                flush=True,
+            )
+    base = "trl" if runs.get("trl") else variants[0]
+    summary = {}
+    for variant, rows in runs.items():
+        if not rows:
+            continue
+        entry: dict[str, Any] = {}
+        # Wall time moves with whatever else the shared machine runs; CPU time (this
+        # process, all threads) much less, so it is the headline figure.
+        for metric in ("tokens_per_cpu_second", "tokens_per_second"):
+            median = statistics.median(r[metric] for r in rows)
+            baseline = statistics.median(b[metric] for b in runs[base])
+            entry[f"{metric}_median"] = round(median, 1)
+            entry[f"{metric}_runs"] = [round(r[metric], 1) for r in rows]
+            entry[f"{metric}_vs_{base}"] = round(median / baseline, 3)
+        summary[variant] = {
+            **entry,
+            "padding_fraction": round(rows[0]["padding_fraction"], 4),
+            "steps": rows[0]["steps"],
+            "tokens": rows[0]["tokens"],
+            "slots": rows[0]["slots"],
+        }
+    result = {
+        "settings": SETTINGS,
+        "model": "embedded:smollm2-135m-instruct (fp32, CPU)",
+        "machine": f"{os.cpu_count()} cores, CPU only, shared with other jobs",
+        "date": time.strftime("%Y-%m-%d"),
+        "summary": summary,
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
