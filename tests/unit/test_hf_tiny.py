@@ -1,7 +1,8 @@
 """The transformers backend and the SFT trainer on a tiny random Llama (fast, real code paths).
 
-The model is random (2 layers, hidden 64) but the tokenizer and chat template are
-SmolLM2's, read from the GGUF file the embedded model ships in.
+The model (``tiny_model_dir`` in tests/conftest.py) is random (2 layers, hidden 64) but
+the tokenizer and chat template are SmolLM2's, read from the GGUF file the embedded
+model ships in.
 """
 
 from __future__ import annotations
@@ -15,30 +16,8 @@ transformers = pytest.importorskip("transformers")
 
 from lai.config import TrainConfig  # noqa: E402
 from lai.models.hf import HFTarget  # noqa: E402
-from lai.models.resolve import embedded_gguf  # noqa: E402
 from lai.train.base import TrainExample  # noqa: E402
 from lai.train.sft import SFTTrainerBackend  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    try:
-        gguf = embedded_gguf("smollm2-135m-instruct")
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"embedded model package missing: {error}")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    model = transformers.LlamaForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
 
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 2?"}],

@@ -102,27 +102,9 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> FakeState:
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """test_hf_tiny's model: a random 2-layer Llama with SmolLM2's tokenizer and chat template."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from lai.models.resolve import embedded_gguf
-
-    try:
-        gguf = embedded_gguf("smollm2-135m-instruct")
-    except ModelError as error:
-        pytest.skip(f"embedded model package missing: {error}")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-llama-vllm")
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+def tiny_dir(tiny_model_dir: Path) -> Path:
+    """test_hf_tiny's model (tests/conftest.py)."""
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="session")
