@@ -13,7 +13,6 @@ from lai.models.batching import budget_batches, longest_first, padded_tokens  # 
 from lai.models.greedy import continuous_greedy  # noqa: E402
 from lai.models.hf import HFTarget  # noqa: E402
 from lai.models.prompting import cut_at_stop  # noqa: E402
-from tests.unit.test_hf_tiny import tiny_model_dir  # noqa: E402, F401  (the session fixture)
 
 # Very different lengths, more prompts than any batch holds, chat and raw.
 MIXED: list = [[{"role": "user", "content": "word " * n}] for n in (1, 40, 3, 25, 7, 60, 2, 12, 30, 5)]
@@ -21,7 +20,7 @@ MIXED += ["Q: raw prompt " * 5, "short", "Q: raw prompt " * 5]  # a duplicate to
 
 
 @pytest.fixture(scope="module")
-def target(tiny_model_dir: Path) -> HFTarget:  # noqa: F811
+def target(tiny_model_dir: Path) -> HFTarget:
     return HFTarget(str(tiny_model_dir), batch_size=4)
 
 
@@ -47,7 +46,7 @@ def test_budget_batches_respect_rows_and_tokens() -> None:
 
 
 @pytest.mark.parametrize("continuous", [True, False])
-def test_budget_keeps_order_and_text_of_unbatched_generation(tiny_model_dir: Path, continuous: bool) -> None:  # noqa: F811
+def test_budget_keeps_order_and_text_of_unbatched_generation(tiny_model_dir: Path, continuous: bool) -> None:
     single = HFTarget(str(tiny_model_dir), batch_size=1)
     expected = [single.generate([p], max_new_tokens=10)[0] for p in MIXED]
     lengths = [len(single.tokenizer(single.render(p), add_special_tokens=False).input_ids) for p in MIXED]
@@ -63,7 +62,7 @@ def test_budget_keeps_order_and_text_of_unbatched_generation(tiny_model_dir: Pat
     assert max(rows for _, rows, _ in log) < len(MIXED)
 
 
-def test_a_tight_budget_runs_rows_one_at_a_time(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_a_tight_budget_runs_rows_one_at_a_time(tiny_model_dir: Path) -> None:
     target = HFTarget(str(tiny_model_dir), batch_size=8, max_batch_tokens=1)
     target.batch_log = []
     one_by_one = HFTarget(str(tiny_model_dir), batch_size=1)
@@ -88,7 +87,7 @@ def _marker_for(free: str) -> str:
 
 
 @pytest.mark.parametrize("continuous", [True, False])
-def test_each_row_stops_at_its_own_stop_string_and_is_cut_there(tiny_model_dir: Path, continuous: bool) -> None:  # noqa: F811
+def test_each_row_stops_at_its_own_stop_string_and_is_cut_there(tiny_model_dir: Path, continuous: bool) -> None:
     target = HFTarget(str(tiny_model_dir), batch_size=4, continuous=continuous)
     prompts = MIXED[:6]
     free = target.generate(prompts, max_new_tokens=24)
@@ -168,7 +167,7 @@ def _pairs() -> list[tuple[object, str]]:
     ]
 
 
-def test_loglikelihood_batched_and_shared_equals_one_by_one(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_loglikelihood_batched_and_shared_equals_one_by_one(tiny_model_dir: Path) -> None:
     pairs = _pairs()
     single = HFTarget(str(tiny_model_dir), batch_size=1, share_context=False)
     expected = [single.loglikelihood([pair])[0] for pair in pairs]  # type: ignore[list-item]
@@ -184,7 +183,7 @@ def test_loglikelihood_batched_and_shared_equals_one_by_one(tiny_model_dir: Path
     assert all(score < 0 for score in expected)
 
 
-def test_a_shared_context_is_run_once(tiny_model_dir: Path) -> None:  # noqa: F811
+def test_a_shared_context_is_run_once(tiny_model_dir: Path) -> None:
     target = HFTarget(str(tiny_model_dir), batch_size=16)
     target.batch_log = []
     pairs = _pairs()
