@@ -3,13 +3,16 @@
 Same model (the embedded SmolLM2-135M-Instruct, fp32 on CPU), same 64 GSM8K training
 rows (chosen to spread over the length range: every 8th of the first 512 rows sorted by
 length), same settings (LoRA r=16 all-linear, lr 2e-4 cosine, batch 4, max length 512,
-1 epoch, gradient checkpointing, completion-only loss, seed 0). Variants:
+1 epoch, gradient checkpointing, completion-only loss, seed 0, fp32 unless named bf16).
+Variants:
 
 * ``trl``          a plain SFTTrainer script, default dynamic padding;
 * ``trl_packed``   the same script with ``packing=True`` (TRL's bfd + padding-free: all
                    packs of a batch flattened into one row);
 * ``lai``          ``lai.train.sft.SFTTrainerBackend`` (what ``lai run``'s train stage calls);
-* ``lai_packed``   the same with ``train.packing: true`` (bfd packs, one per row).
+* ``lai_packed``   the same with ``train.packing: true`` (bfd packs, one per row);
+* ``trl_bf16``     the TRL script with TRL's own default, bf16 autocast (also on a CPU);
+* ``lai_packed_bf16`` lai with packing and ``train.precision: bf16``.
 
 Each variant runs in its own process, one after the other, in the order given. Tokens
 are the examples' own tokens (prompt + answer, what the model must read); "slots" are
@@ -68,7 +71,7 @@ def examples() -> list[Any]:
     return out
 
 
-def run_trl(packed: bool) -> dict[str, Any]:
+def run_trl(packed: bool, precision: str) -> dict[str, Any]:
     """The baseline: SFTTrainer as its documentation shows it, nothing from lai but the data."""
     import torch
     from datasets import Dataset
@@ -97,6 +100,7 @@ def run_trl(packed: bool) -> dict[str, Any]:
             max_length=SETTINGS["max_length"],
             activation_checkpointing=SETTINGS["gradient_checkpointing"],
             packing=packed,
+            bf16=precision == "bf16",  # TRL's own default is bf16=True, even on a CPU
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -127,7 +131,7 @@ def run_trl(packed: bool) -> dict[str, Any]:
     }
 
 
-def run_lai(packed: bool) -> dict[str, Any]:
+def run_lai(packed: bool, precision: str) -> dict[str, Any]:
     from lai.config import EMBEDDED_MODEL, LoraConfig, TrainConfig
     from lai.train.sft import SFTTrainerBackend
 
@@ -141,6 +145,7 @@ def run_lai(packed: bool) -> dict[str, Any]:
         lr_scheduler="cosine",
         gradient_checkpointing=SETTINGS["gradient_checkpointing"],
         packing=packed,
+        precision=precision,
         lora=LoraConfig(r=SETTINGS["lora_r"], alpha=SETTINGS["lora_alpha"], dropout=SETTINGS["lora_dropout"]),
     )
     data = examples()
@@ -161,10 +166,12 @@ def run_lai(packed: bool) -> dict[str, Any]:
 
 
 VARIANTS = {
-    "trl": lambda: run_trl(False),
-    "trl_packed": lambda: run_trl(True),
-    "lai": lambda: run_lai(False),
-    "lai_packed": lambda: run_lai(True),
+    "trl": lambda: run_trl(False, "fp32"),
+    "trl_packed": lambda: run_trl(True, "fp32"),
+    "lai": lambda: run_lai(False, "fp32"),
+    "lai_packed": lambda: run_lai(True, "fp32"),
+    "trl_bf16": lambda: run_trl(False, "bf16"),
+    "lai_packed_bf16": lambda: run_lai(True, "bf16"),
 }
 
 
@@ -185,7 +192,7 @@ def one(variant: str, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="trl,lai,lai_packed,trl_packed")
+    parser.add_argument("--variants", default="trl,lai,lai_packed,trl_packed,trl_bf16,lai_packed_bf16")
     parser.add_argument("--repeats", type=int, default=1, help="rounds; every other round runs in reverse order")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_throughput.json")
     parser.add_argument("--add", action="store_true", help="keep the runs already in --out and add rounds")

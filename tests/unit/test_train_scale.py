@@ -303,7 +303,7 @@ def tokenized(model_dir: Path) -> tuple:
     ]  # fmt: skip
     args = SFTConfig(
         output_dir="/tmp/unused", report_to="none", use_cpu=True, max_length=256, completion_only_loss=True,
-        activation_checkpointing=False,
+        activation_checkpointing=False, bf16=False,  # TRL defaults to bf16, even on a CPU
     )  # fmt: skip
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     return trainer, model, trainer.train_dataset[0], trainer.train_dataset[1]
