@@ -128,6 +128,26 @@ def test_stand_in_server_through_the_context_manager(tmp_path: Path) -> None:
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--max-model-len") + 1] == "4096"
 
 
+def test_stop_reaps_the_server_even_when_popens_wait_lock_is_stuck(tmp_path: Path) -> None:
+    """A Ctrl-C landing inside Popen.poll can leave Popen's private waitpid lock held; after
+    that every Popen.wait(timeout) times out although the child is dead (a CI failure of
+    `lai serve-instructor`). Holding the lock by hand reproduces that state exactly."""
+    config = LocalInstructorConfig(
+        enabled=True, server="vllm", model="org/model", launcher=[sys.executable, str(STAND_IN)], startup_timeout_s=30,
+    )  # fmt: skip
+    server = LocalInstructorServer(config, tmp_path / "server.log").start()
+    process = server.process
+    assert process is not None
+    assert process._waitpid_lock.acquire(blocking=False)  # the state an interrupted poll leaves behind
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(timeout=0.2)  # what stop() used to rely on
+    assert server.exit_code() is None
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 10, "stop waited for a timeout instead of reaping the server"
+    assert process.returncode == -signal.SIGTERM and _gone(process.pid)
+
+
 # ---- lai serve-instructor, in the foreground ------------------------------------------
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from lai.config import LocalInstructorConfig
 from lai.errors import InstructorError
 from lai.models.resolve import embedded_gguf, resolve_model
+from lai.processes import reap, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class LocalInstructorServer:
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
+            if self.exit_code() is not None:
                 tail = self.log_path.read_text(errors="replace")[-500:]
                 raise InstructorError(f"the local instructor server exited at start-up: ...{tail.strip()}")
             try:
@@ -212,19 +213,15 @@ class LocalInstructorServer:
             hint=f"see {self.log_path}; raise instructor.local.startup_timeout_s on a slow machine",
         )
 
+    def exit_code(self) -> int | None:
+        """The server's exit status once it has exited, else None (also None when not started)."""
+        return None if self.process is None else reap(self.process)
+
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
         atexit.unregister(self.stop)
+        if process is not None and not stop_group(process):
+            raise InstructorError(f"the local instructor server (pid {process.pid}) did not exit after SIGKILL")
 
     def __enter__(self) -> LocalInstructorServer:
         return self.start()

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 
 from lai.config import TrainConfig
 from lai.errors import LaiError
+from lai.processes import stop_group
 from lai.train.base import TrainError, TrainExample
 
 log = logging.getLogger(__name__)
@@ -112,25 +112,12 @@ def run_logged(command: list[str], log_path: Path, what: str, env: dict[str, str
                 log.debug("[train] %s", line.rstrip())
             code = process.wait()
         except BaseException:
-            _stop_group(process)
+            # torch's agent passes SIGTERM on to the workers
+            stop_group(process, term_wait_s=30, kill_wait_s=5)
             raise
     if code != 0:
         cause = failure_cause(list(tail))
         raise TrainError(f"{what} failed (exit code {code}){': ' + cause if cause else ''}; full log: {log_path}")
-
-
-def _stop_group(process: subprocess.Popen[str]) -> None:
-    """SIGTERM the launcher's process group (torch's agent passes it on to the workers), then SIGKILL."""
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def failure_cause(lines: list[str]) -> str:

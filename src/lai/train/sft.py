@@ -108,8 +108,11 @@ def run_training(
     )
 
     datasets.disable_progress_bars()  # lai draws its own progress; TRL's would interleave
+    # CPU threads: OMP_NUM_THREADS when set (the launcher sets it for CPU workers), else
+    # the cores shared out between this machine's workers.
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1) // local_world
+    torch.set_num_threads(max(1, threads))
     on_gpu = cuda_devices() > 0
     precision = resolve_precision(cfg.precision, on_gpu)
     load_dtype, save_dtype = _dtypes(cfg, precision)
