@@ -14,15 +14,16 @@ Variants:
 * ``trl_bf16``     the TRL script with TRL's own default, bf16 autocast (also on a CPU);
 * ``lai_packed_bf16`` lai with packing and ``train.precision: bf16``.
 
-Each variant runs in its own process, one after the other, in the order given. Tokens
+Every variant runs at the same time as the baseline (``trl``), each in its own process
+with one torch thread and ``OMP_WAIT_POLICY=PASSIVE``, so both sides of a pair see the
+same load from whatever else the shared machine runs; throughput is tokens per CPU
+second of ``trainer.train()`` (time in ``trainer.train()`` only, on both sides). Tokens
 are the examples' own tokens (prompt + answer, what the model must read); "slots" are
-the positions the model computes (``input_ids.numel()``), so ``1 - tokens/slots`` is
-the share of compute spent on padding. Time is ``trainer.train()`` only (both sides),
-as wall seconds and as CPU seconds of the process (all threads): on a machine shared with
-other jobs the CPU figure is the steadier one. lai's whole call (load, train, merge,
-save) is reported too.
+the positions the model computes (``input_ids.numel()``), so ``1 - tokens/slots`` is the
+share of compute spent on padding. lai's whole call (load, train, merge, save) is in the
+per-run rows as ``whole_call_seconds``.
 
-Usage:  .venv/bin/python bench/train_throughput.py [--variants trl,lai,lai_packed,trl_packed] [--repeats 1]
+Usage:  .venv/bin/python bench/train_throughput.py [--variants lai,lai_packed,trl_packed] [--repeats 1]
 Writes: bench/results/train_throughput.json
 """
 
@@ -190,76 +191,85 @@ def one(variant: str, out: Path) -> None:
     out.write_text(json.dumps(row))
 
 
+def launch(variant: str, out: Path, threads: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        # waiting OpenMP threads sleep instead of spinning: CPU seconds count work only
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    return subprocess.Popen([sys.executable, __file__, "--one", variant, "--one-out", str(out)], env=env)
+
+
+def run_together(variants: list[str], threads: int) -> list[dict[str, Any]]:
+    """Run the variants at the same time (each in its own process); their rows, in order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"{i}.json" for i in range(len(variants))]
+        started = time.monotonic()
+        processes = [launch(v, out, threads) for v, out in zip(variants, outs, strict=True)]
+        if any(p.wait() != 0 for p in processes):
+            raise SystemExit(f"a variant failed: {variants}")
+        rows = [json.loads(out.read_text()) for out in outs]
+    for row in rows:
+        row["process_seconds"] = time.monotonic() - started
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--variants", default="trl,lai,lai_packed,trl_packed", help=f"some of {','.join(VARIANTS)}"
+        "--variants", default="lai,lai_packed,trl_packed", help=f"compared with --baseline; some of {','.join(VARIANTS)}"
     )
-    parser.add_argument("--repeats", type=int, default=1, help="rounds; every other round runs in reverse order")
+    parser.add_argument("--baseline", default="trl")
+    parser.add_argument("--repeats", type=int, default=1, help="pairs per variant")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per process (the pair shares the machine)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_throughput.json")
-    parser.add_argument("--add", action="store_true", help="keep the runs already in --out and add rounds")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--one-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         one(args.one, args.one_out)
         return
-    variants = args.variants.split(",")
-    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-    if args.add and args.out.exists():
-        for variant, rows in json.loads(args.out.read_text())["runs"].items():
-            runs.setdefault(variant, []).extend(rows)
-    done = max((len(rows) for rows in runs.values()), default=0)
-    for round_ in range(done, done + args.repeats):
-        for variant in variants if round_ % 2 == 0 else variants[::-1]:
-            with tempfile.NamedTemporaryFile(suffix=".json") as handle:
-                started = time.monotonic()
-                subprocess.run(
-                    [sys.executable, __file__, "--one", variant, "--one-out", handle.name],
-                    check=True,
-                    # waiting OpenMP threads sleep instead of spinning, so CPU seconds count work,
-                    # not the spinning a busy machine causes
-                    env={**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")},
-                )
-                row = json.loads(Path(handle.name).read_text())
-            row["process_seconds"] = time.monotonic() - started
-            row["round"] = round_ + 1
-            runs[variant].append(row)
+    pairs: dict[str, list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        for variant in args.variants.split(","):
+            base_row, row = run_together([args.baseline, variant], args.threads)
+            ratio = row["tokens_per_cpu_second"] / base_row["tokens_per_cpu_second"]
+            pairs.setdefault(variant, []).append({"baseline": base_row, "variant": row, "ratio": ratio})
             print(
-                f"round {round_ + 1} {variant:11s} {row['tokens_per_second']:7.1f} tok/s "
-                f"{row['tokens_per_cpu_second']:6.1f} tok/cpu-s  train {row['train_seconds']:6.1f} s  "
-                f"steps {row['steps']:3d}  tokens {row['tokens']}  "
-                f"padding {row['padding_fraction']:.1%}",
+                f"pair {repeat + 1}: {variant:15s} {row['tokens_per_cpu_second']:6.1f} tok/cpu-s "
+                f"(padding {row['padding_fraction']:.1%}, {row['steps']} steps) vs {args.baseline} "
+                f"{base_row['tokens_per_cpu_second']:6.1f} (padding {base_row['padding_fraction']:.1%}, "
+                f"{base_row['steps']} steps): x{ratio:.3f}",
                 flush=True,
             )
-    base = "trl" if runs.get("trl") else variants[0]
-    summary = {}
-    for variant, rows in runs.items():
-        if not rows:
-            continue
-        entry: dict[str, Any] = {}
-        # Wall time moves with whatever else the shared machine runs; CPU time (this
-        # process, all threads) much less, so it is the headline figure.
-        for metric in ("tokens_per_cpu_second", "tokens_per_second"):
-            median = statistics.median(r[metric] for r in rows)
-            baseline = statistics.median(b[metric] for b in runs[base])
-            entry[f"{metric}_median"] = round(median, 1)
-            entry[f"{metric}_runs"] = [round(r[metric], 1) for r in rows]
-            entry[f"{metric}_vs_{base}"] = round(median / baseline, 3)
+    summary: dict[str, Any] = {}
+    for variant, rows in pairs.items():
         summary[variant] = {
-            **entry,
-            "padding_fraction": round(rows[0]["padding_fraction"], 4),
-            "steps": rows[0]["steps"],
-            "tokens": rows[0]["tokens"],
-            "slots": rows[0]["slots"],
+            f"vs_{args.baseline}_median": round(statistics.median(r["ratio"] for r in rows), 3),
+            f"vs_{args.baseline}_runs": [round(r["ratio"], 3) for r in rows],
+            "tokens_per_cpu_second": [round(r["variant"]["tokens_per_cpu_second"], 1) for r in rows],
+            f"{args.baseline}_tokens_per_cpu_second": [
+                round(r["baseline"]["tokens_per_cpu_second"], 1) for r in rows
+            ],
+            "padding_fraction": round(rows[0]["variant"]["padding_fraction"], 4),
+            f"{args.baseline}_padding_fraction": round(rows[0]["baseline"]["padding_fraction"], 4),
+            "steps": rows[0]["variant"]["steps"],
+            "tokens": rows[0]["variant"]["tokens"],
+            "slots": rows[0]["variant"]["slots"],
         }
     result = {
-        "settings": SETTINGS,
+        "settings": {**SETTINGS, "threads_per_process": args.threads},
         "model": "embedded:smollm2-135m-instruct (fp32, CPU)",
         "machine": f"{os.cpu_count()} cores, CPU only, shared with other jobs",
+        "method": f"each variant runs at the same time as {args.baseline} (one process each, "
+        f"{args.threads} thread(s), OMP_WAIT_POLICY=PASSIVE); throughput = tokens / CPU seconds of "
+        "trainer.train(), so both sides of a pair see the same machine load",
         "date": time.strftime("%Y-%m-%d"),
         "summary": summary,
-        "runs": runs,
+        "pairs": pairs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -251,27 +251,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lai.models.resolve import embedded_gguf
-
-    try:
-        gguf = embedded_gguf("smollm2-135m-instruct")
-    except Exception as error:  # noqa: BLE001
-        pytest.skip(f"embedded model package missing: {error}")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-llama-scale")
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_packed_rows_collator_layout() -> None:
     from lai.train.packing import PackedRowsCollator
 
