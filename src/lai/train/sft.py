@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,9 @@ def run_training(
     )
 
     datasets.disable_progress_bars()  # lai draws its own progress; TRL's would interleave
+    # TRL/PEFT still call transformers' deprecated is_gradient_checkpointing; nothing a
+    # user can act on, and it printed in the middle of every run's progress bars.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     # CPU threads: OMP_NUM_THREADS when set (the launcher sets it for CPU workers), else
     # the cores shared out between this machine's workers.
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
