@@ -70,7 +70,7 @@ def main_options(
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=debug, show_time=False)],
     )
-    for noisy in ("httpx", "httpx2", "openai", "urllib3", "datasets", "transformers", "filelock"):
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "datasets", "transformers", "filelock", "sentence_transformers", "faiss", "ray"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
