@@ -85,6 +85,10 @@ class PriceConfig(Section):
     completion: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
 
 
+#: What ``instructor.options`` may hold for the openai backend (everything else has a key).
+OPENAI_OPTIONS = ("burst_s", "jitter_seed")
+
+
 class InstructorConfig(Section):
     """Any OpenAI-compatible chat endpoint (OpenAI, vLLM, llama.cpp), or a scripted fake."""
 
@@ -130,6 +134,12 @@ class InstructorConfig(Section):
             raise ValueError(
                 "instructor.base_url is required unless instructor.local.enabled is true "
                 "(use https://api.openai.com/v1 for OpenAI)"
+            )
+        unknown = sorted(set(self.options) - set(OPENAI_OPTIONS)) if self.backend == "openai" else []
+        if unknown:  # options pass through as they are; a misspelt one must not vanish
+            raise ValueError(
+                f"instructor.options: the openai backend has no setting {', '.join(unknown)} "
+                f"(it takes {', '.join(OPENAI_OPTIONS)}; the others are instructor.* keys)"
             )
         return self
 

@@ -111,3 +111,15 @@ def test_runner_writes_replies_in_flight_before_reporting_a_lost_endpoint(tmp_pa
         run_requests(instructor, [request(1)], tmp_path / "instruct.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "instruct.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["le:gsm8k/train/0"]
+
+
+def test_unknown_options_are_refused_not_ignored() -> None:
+    from lai.config import build_config
+    from lai.errors import ConfigError
+
+    base = {"instructor": {"base_url": "http://127.0.0.1:1/v1", "options": {"burst_s": 2.0}}}
+    assert build_config(base).instructor.options == {"burst_s": 2.0}
+    with pytest.raises(ConfigError, match="openai backend has no setting tempreature"):
+        build_config({"instructor": {"base_url": "http://127.0.0.1:1/v1", "options": {"tempreature": 0.1}}})
+    with pytest.raises(ConfigError, match="no setting tempreature"):
+        OpenAIInstructor(base_url="http://127.0.0.1:1/v1", model="m", tempreature=0.1)

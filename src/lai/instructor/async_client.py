@@ -33,7 +33,7 @@ from typing import Any
 
 import openai
 
-from lai.errors import InstructorError
+from lai.errors import ConfigError, InstructorError
 from lai.instructor.base import Instructor, InstructRequest, failed_record, record_for
 from lai.instructor.ledger import BudgetExceeded, CostLedger, cost_of
 from lai.instructor.parsing import parse_reply
@@ -125,6 +125,8 @@ class AsyncOpenAIInstructor(Instructor):
         jitter_seed: int | None = None,
         **options: Any,
     ) -> None:
+        if options:  # the config refuses these first; this guards programmatic use
+            raise ConfigError(f"the openai instructor has no setting {', '.join(sorted(options))}")
         api_key = "not-needed"  # local servers ignore it; the SDK insists on a value
         if api_key_env:
             api_key = os.environ.get(api_key_env, "")
@@ -153,8 +155,6 @@ class AsyncOpenAIInstructor(Instructor):
         self.iteration = iteration
         self.corrective_retry = corrective_retry
         self._rng = random.Random(jitter_seed)
-        if options:
-            log.debug("ignoring instructor options %s", sorted(options))
 
     # -- request building ------------------------------------------------------------------
 
