@@ -311,18 +311,14 @@ class HFTarget(Target):
 
         lengths = [len(whole) for whole, _ in encoded]
         scores = [0.0] * len(encoded)
-        pad = self.tokenizer.pad_token_id
         for chunk in budget_batches(
             longest_first(lengths), lengths, max_tokens=self.max_batch_tokens, max_rows=self.batch_size
         ):
             width = max(lengths[i] for i in chunk)
             keep = 1 + max(max(len(whole) - n_context, 0) for whole, n_context in (encoded[i] for i in chunk))
             self._log("loglikelihood", len(chunk), len(chunk) * width)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, width - lengths[i] :] = torch.tensor(encoded[i][0])
-                mask[row, width - lengths[i] :] = 1
+            # left padding: every continuation ends at the last column
+            ids, mask = self._pad([encoded[i][0] for i in chunk], shared=0)
             ids, mask = ids.to(self.device), mask.to(self.device)
             keep_kwargs = {"logits_to_keep": keep} if self._last_logits else {}
             with torch.inference_mode():
@@ -360,17 +356,13 @@ class HFTarget(Target):
         contexts = [list(key) for key in index]
         context_lengths = [len(c) for c in contexts]
         scores = [0.0] * len(encoded)
-        pad = self.tokenizer.pad_token_id
         for chunk in budget_batches(
             longest_first(context_lengths), context_lengths, max_tokens=self.max_batch_tokens, max_rows=self.batch_size
         ):
             width = max(context_lengths[g] for g in chunk)
             self._log("context", len(chunk), len(chunk) * width)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, g in enumerate(chunk):  # left padding: every context ends at the last column
-                ids[row, width - context_lengths[g] :] = torch.tensor(contexts[g])
-                mask[row, width - context_lengths[g] :] = 1
+            # left padding: every context ends at the last column
+            ids, mask = self._pad([contexts[g] for g in chunk], shared=0)
             ids, mask = ids.to(self.device), mask.to(self.device)
             cache = DynamicCache()
             with torch.inference_mode():
