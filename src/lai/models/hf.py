@@ -19,7 +19,6 @@ import inspect
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lai.errors import ModelError
@@ -44,7 +43,7 @@ from lai.models.prompting import (
     render_prompt,
     require_chat_template,
 )
-from lai.models.resolve import ModelSource, fingerprint_files, resolve_model
+from lai.models.resolve import ModelSource, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -418,10 +417,7 @@ class HFTarget(Target):
                 scores[i] += float(predicted.gather(1, targets[:, None]).sum())
 
     def fingerprint(self) -> str:
-        location = Path(self.source.location)
-        if self.source.gguf_file:
-            location = location / self.source.gguf_file
-        return fingerprint_files(location) if location.exists() else f"hub:{self.source.location}"
+        return self.source.fingerprint()
 
     def close(self) -> None:
         import gc

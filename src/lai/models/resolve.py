@@ -35,6 +35,13 @@ class ModelSource:
     location: str
     gguf_file: str | None = None
 
+    def fingerprint(self) -> str:
+        """A hash of the weight files (the GGUF file alone when there is one), or the hub id."""
+        location = Path(self.location)
+        if self.gguf_file:
+            location = location / self.gguf_file
+        return fingerprint_files(location) if location.exists() else f"hub:{self.location}"
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LAI_CACHE_DIR", Path.home() / ".cache" / "lai")).expanduser()

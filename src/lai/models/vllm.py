@@ -21,7 +21,6 @@ import contextlib
 import gc
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from lai.errors import ConfigError, ModelError
@@ -33,7 +32,7 @@ from lai.models.prompting import (
     render_prompt,
     require_chat_template,
 )
-from lai.models.resolve import ModelSource, fingerprint_files, resolve_model
+from lai.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +176,7 @@ class VLLMTarget(Target):
         ]
 
     def fingerprint(self) -> str:
-        return source_fingerprint(self.source)
+        return self.source.fingerprint()
 
     def close(self) -> None:
         """Free the engine and its GPU memory before another stage (training) loads a model."""
@@ -202,10 +201,3 @@ class VLLMTarget(Target):
 
             torch.cuda.empty_cache()
 
-
-def source_fingerprint(source: ModelSource) -> str:
-    """As the hf backend: a hash of the weight files, or the hub id."""
-    location = Path(source.location)
-    if source.gguf_file:
-        location = location / source.gguf_file
-    return fingerprint_files(location) if location.exists() else f"hub:{source.location}"
