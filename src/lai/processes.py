@@ -1,4 +1,4 @@
-"""Stopping and reaping the child process groups lai starts (instructor servers, training launchers).
+"""The child process groups lai starts (instructor servers, training launchers): a port, stopping, reaping.
 
 Written by hand instead of ``Popen.poll``/``Popen.wait(timeout)``: a Ctrl-C (or SIGTERM)
 that lands inside ``Popen.poll`` can leave Popen's private waitpid lock held, after which
@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a server or a rendezvous lai starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def reap(process: subprocess.Popen[Any], timeout_s: float = 0.0) -> int | None:

@@ -19,7 +19,6 @@ import importlib.util
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from lai.config import LocalInstructorConfig
 from lai.errors import InstructorError
 from lai.models.resolve import embedded_gguf, resolve_model
-from lai.processes import reap, stop_group
+from lai.processes import free_port, reap, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,6 @@ def _die_with_parent() -> None:
 
         PR_SET_PDEATHSIG = 1  # noqa: N806 - the kernel's name
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def local_model_file(spec: str) -> Path:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 from dataclasses import asdict
@@ -29,7 +28,7 @@ from typing import Any
 
 from lai.config import TrainConfig
 from lai.errors import LaiError
-from lai.processes import stop_group
+from lai.processes import free_port, stop_group
 from lai.train.base import TrainError, TrainExample
 
 log = logging.getLogger(__name__)
@@ -37,12 +36,6 @@ log = logging.getLogger(__name__)
 ERROR_MARK = "LAI-ERROR: "
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)):\s*(.*)$")
 _WRAPPER_ERRORS = {"ChildFailedError", "CalledProcessError"}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def launch_distributed(
