@@ -32,7 +32,7 @@ from lai.instructor.prompts import render
 from lai.instructor.retrieval import build_embedder
 from lai.instructor.runner import pending_requests, run_requests
 from lai.manifest import Manifest
-from lai.models import TARGETS, Target
+from lai.models import Target
 from lai.models.resolve import cache_dir
 from lai.progress import NullProgress, Progress
 from lai.quality.decontaminate import ContaminationIndex
@@ -161,14 +161,17 @@ class Pipeline:
             benches[key] = (bench, rows[: bench.limit] if bench.limit else rows)
         return benches
 
+    def target_spec(self, model: str) -> TargetSpec:
+        """How to build the target for ``model``: here (:meth:`target`) or in Ray actors (:meth:`ray_pool`)."""
+        cfg = self.config.target
+        settings = {"dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size, **cfg.options}
+        return TargetSpec(cfg.backend, model, settings)
+
     def target(self, model: str, iteration: int) -> Target:
         """Load a target once and reuse it across stages until the model changes."""
         if self._target is None or self._target_model != model:
             self._release_target()
-            cfg = self.config.target
-            self._target = TARGETS.build(
-                cfg.backend, model, dtype=cfg.dtype, device=cfg.device, batch_size=cfg.batch_size, **cfg.options
-            )
+            self._target = self.target_spec(model).build()
             self._target_model = model
             self.manifest.record_model(iteration, model, self._target.fingerprint())
         return self._target
@@ -177,9 +180,7 @@ class Pipeline:
         """Ray actors holding ``model``, made once and reused until the model changes."""
         if self._pool is None or self._pool_model != model:
             self._release_target()
-            cfg = self.config.target
-            settings = {"dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size, **cfg.options}
-            self._pool = RayPool(self.config.cluster, TargetSpec(cfg.backend, model, settings))
+            self._pool = RayPool(self.config.cluster, self.target_spec(model))
             self._pool_model = model
             self.manifest.record_model(iteration, model, self._pool.fingerprint())
         return self._pool

@@ -112,11 +112,9 @@ def run_training(
     # TRL/PEFT still call transformers' deprecated is_gradient_checkpointing; nothing a
     # user can act on, and it printed in the middle of every run's progress bars.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    # CPU threads: OMP_NUM_THREADS when set (the launcher sets it for CPU workers), else
-    # the cores shared out between this machine's workers.
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1) // local_world
-    torch.set_num_threads(max(1, threads))
+    # CPU threads: OMP_NUM_THREADS when set (lai's launcher sets it to share the cores out
+    # between CPU workers; torchrun sets it too), else every core.
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1))
     on_gpu = cuda_devices() > 0
     precision = resolve_precision(cfg.precision, on_gpu)
     load_dtype, save_dtype = _dtypes(cfg, precision)
