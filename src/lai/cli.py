@@ -142,9 +142,9 @@ def report(
     ] = None,
 ) -> None:
     """Rebuild report.md (and report.html) of each run; with several runs, also a comparison page."""
-    from lai.report.compare import require_run_dir
     from lai.report.html import write_html
     from lai.report.markdown import write_report
+    from lai.store import require_run_dir
 
     for run_dir in run_dirs:
         require_run_dir(run_dir)

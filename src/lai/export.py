@@ -36,7 +36,7 @@ from lai.manifest import now
 from lai.pipeline import load_summaries
 from lai.records import GeneratedSample
 from lai.report.markdown import DIRECT_STRATEGIES, STRATEGY_WORDS, markdown_table, strategy_label
-from lai.store import RunStore, read_json, read_records
+from lai.store import RunStore, read_json, read_records, require_run_dir, saved_config
 from lai.tasks import get_task
 from lai.tasks.base import Task
 
@@ -64,14 +64,11 @@ class ExportSummary:
 
 
 def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    if not (run_dir / "manifest.json").is_file():
-        raise LaiError(f"{run_dir} is not a lai run directory (no manifest.json)", hint="pass the folder lai run wrote")
+    require_run_dir(run_dir)
     try:
-        manifest = read_json(run_dir / "manifest.json", default={}) or {}
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+        return read_json(run_dir / "manifest.json", default={}) or {}, saved_config(run_dir)
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise LaiError(f"cannot read {run_dir}: {' '.join(str(error).split())}") from None
-    return manifest, config or {}
 
 
 def run_identity(run_dir: Path, manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,26 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def require_run_dir(run_dir: Path) -> None:
+    """A one-line error unless ``run_dir`` is a folder ``lai run`` wrote (it has a manifest)."""
+    from lai.errors import LaiError
+
+    if not (Path(run_dir) / "manifest.json").is_file():
+        raise LaiError(f"{run_dir} is not a lai run directory (no manifest.json)", hint="pass folders lai run wrote")
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved config a run saved (``config.yaml``) as a plain dict; {} when absent.
+
+    Readers of a run (reports, export) use it as written, not validated, so that a run
+    made by another lai version still renders.
+    """
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     if not path.exists():
         return default

@@ -15,12 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lai.errors import LaiError
 from lai.pipeline import load_summaries
 from lai.report.markdown import markdown_table, resolve_usage, strategy_label
-from lai.store import RunStore, read_json
+from lai.store import RunStore, read_json, require_run_dir, saved_config
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,6 @@ class RunRow:
     cost_usd: float | None = None  # None: the instructor was never asked (direct baselines)
 
 
-def require_run_dir(run_dir: Path) -> None:
-    if not (Path(run_dir) / "manifest.json").exists():
-        raise LaiError(f"{run_dir} is not a lai run directory (no manifest.json)", hint="pass folders lai run wrote")
-
-
 def _scores(store: RunStore, k: int, summary: dict[str, Any]) -> dict[str, Any] | None:
     """Iteration ``k``'s scores: ``eval.json``, else the evaluate stage's summary."""
     data = read_json(store.path(k, "eval.json"), default=None)
@@ -87,8 +79,7 @@ def summarize_run(run_dir: Path) -> RunRow:
     run_dir = Path(run_dir)
     require_run_dir(run_dir)
     store = RunStore(run_dir)
-    config_path = run_dir / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) if config_path.exists() else None) or {}
+    config = saved_config(run_dir)
     strategy = config.get("strategy") or {}
     summaries = load_summaries(run_dir)
 

@@ -19,14 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lai.pipeline import load_summaries
 from lai.report import plots
-from lai.report.compare import compare_runs, comparison_table, require_run_dir
+from lai.report.compare import compare_runs, comparison_table
 from lai.report.markdown import DIRECT_STRATEGIES, FIX_GROUPS, resolve_usage, strategy_label
 from lai.report.stats import format_interval
-from lai.store import RunStore, atomic_write_text, read_json
+from lai.store import RunStore, atomic_write_text, read_json, require_run_dir, saved_config
 
 DIAGNOSIS_GROUPS = 12  # groups shown per iteration; the rest are counted
 ERRORS_PER_GROUP = 5  # example records inside an expanded group
@@ -73,11 +71,6 @@ class RunView:
 
 
 # ---- reading a run --------------------------------------------------------------------
-
-
-def _load_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
 
 
 def score_points(run_dir: Path) -> dict[str, list[plots.Point]]:
@@ -208,7 +201,7 @@ def run_view(run_dir: Path) -> RunView:
     run_dir = Path(run_dir)
     require_run_dir(run_dir)
     store = RunStore(run_dir)
-    config = _load_config(run_dir)
+    config = saved_config(run_dir)
     summaries = load_summaries(run_dir)
     strategy_cfg = config.get("strategy") or {}
     view = RunView(

@@ -11,15 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lai.config import EMBEDDED_MODEL
 from lai.instructor.ledger import cost_of
 from lai.pipeline import load_summaries
 from lai.quality.diagnoses import NO_DIAGNOSIS
 from lai.records import Attempt, GeneratedSample, InstructRecord
 from lai.report.stats import format_interval, wilson_interval
-from lai.store import RunStore, atomic_write_text, read_json, read_records
+from lai.store import RunStore, atomic_write_text, read_json, read_records, saved_config
 
 STAGES = ("select", "collect", "instruct", "parse", "verify", "train", "evaluate", "retest")
 
@@ -467,8 +465,7 @@ def _example_section(store: RunStore, k: int) -> str:
 
 def render_report(run_dir: Path) -> str:
     store = RunStore(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-    config = config or {}
+    config = saved_config(run_dir)
     manifest = read_json(run_dir / "manifest.json", default={}) or {}
     summaries = load_summaries(run_dir)
     strategy_cfg = config.get("strategy") or {}
