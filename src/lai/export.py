@@ -35,7 +35,14 @@ from lai.errors import LaiError
 from lai.manifest import now
 from lai.pipeline import load_summaries
 from lai.records import GeneratedSample
-from lai.report.markdown import DIRECT_STRATEGIES, STRATEGY_WORDS, markdown_table, strategy_label
+from lai.report.markdown import (
+    DIRECT_STRATEGIES,
+    STRATEGY_WORDS,
+    contamination_rows,
+    markdown_table,
+    reasons_cell,
+    strategy_label,
+)
 from lai.store import RunStore, read_json, read_records, require_run_dir, saved_config
 from lai.tasks import get_task
 from lai.tasks.base import Task
@@ -205,11 +212,6 @@ def card_metadata(run_name: str, rows: int) -> dict[str, Any]:
         "size_categories": [size_category(rows)],
         "pretty_name": f"lai training samples: {run_name}",
     }
-
-
-def _reasons(counts: dict[str, Any] | None) -> str:
-    items = sorted((counts or {}).items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{reason or 'unknown'} {n}" for reason, n in items) or "-"
 
 
 def _instructor_line(config: dict[str, Any], strategy: str) -> str:
@@ -419,8 +421,8 @@ def render_card(
         rows.append(
             [
                 k, sources[k], instruct.get("requests", instruct.get("direct_samples", "-")), parse.get("parsed", "-"),
-                parse.get("kept", "-"), _reasons(parse.get("drop_reasons")), verify.get("checked", "-"),
-                verify.get("kept", "-"), _reasons(verify.get("drop_reasons")), train.get("examples", "-"),
+                parse.get("kept", "-"), reasons_cell(parse.get("drop_reasons")), verify.get("checked", "-"),
+                verify.get("kept", "-"), reasons_cell(verify.get("drop_reasons")), train.get("examples", "-"),
                 sum(1 for e in exported if e.iteration == k),
             ]
         )  # fmt: skip
@@ -432,12 +434,7 @@ def render_card(
             rows,
         )
     )
-    contamination = [
-        [k, bench, found.get("checked", "-"), found.get("contaminated", "-"),
-         "-" if found.get("rate") is None else f"{100 * found['rate']:.1f}%"]  # fmt: skip
-        for k, s in sorted(summaries.items())
-        for bench, found in sorted(((s.get("verify") or {}).get("contamination") or {}).items())
-    ]
+    contamination = contamination_rows(summaries)
     if contamination:
         parts.append(
             "### Contamination\n\nSamples that overlap an evaluation set of the run (word n-grams or an "

@@ -22,7 +22,13 @@ from typing import Any
 from lai.pipeline import load_summaries
 from lai.report import plots
 from lai.report.compare import compare_runs, comparison_table
-from lai.report.markdown import DIRECT_STRATEGIES, FIX_GROUPS, resolve_usage, strategy_label
+from lai.report.markdown import (
+    DIRECT_STRATEGIES,
+    FIX_GROUPS,
+    contamination_rows,
+    resolve_usage,
+    strategy_label,
+)
 from lai.report.stats import format_interval
 from lai.store import RunStore, atomic_write_text, read_json, require_run_dir, saved_config
 
@@ -225,10 +231,7 @@ def run_view(run_dir: Path) -> RunView:
             funnel_rows.append(row)
     view.funnel_table = Table(header, funnel_rows) if funnel_rows else None
 
-    contamination = []
-    for k, s in sorted(summaries.items()):
-        for bench, rate in ((s.get("verify") or {}).get("contamination") or {}).items():
-            contamination.append([k, bench, rate["checked"], rate["contaminated"], f"{100 * rate['rate']:.1f}%"])
+    contamination = contamination_rows(summaries)
     if contamination:
         view.contamination = Table(
             ["iteration", "benchmark", "samples checked", "contaminated", "rate"], contamination,

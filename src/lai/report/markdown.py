@@ -109,9 +109,20 @@ def _excerpt(text: str, limit: int = 400) -> str:
     return text[:half].rstrip() + "\n[...]\n" + text[-half:].lstrip()
 
 
-def _reasons(counts: dict[str, int] | None) -> str:
+def reasons_cell(counts: dict[str, int] | None) -> str:
+    """Drop reasons with their counts, most frequent first: "duplicate 4, format 2"."""
     items = sorted((counts or {}).items(), key=lambda item: (-item[1], item[0]))
     return ", ".join(f"{reason or 'unknown'} {n}" for reason, n in items) or "-"
+
+
+def contamination_rows(summaries: dict[int, dict[str, Any]]) -> list[list[Any]]:
+    """[iteration, benchmark, checked, contaminated, rate] from each verify stage's summary."""
+    return [
+        [k, bench, found.get("checked", "-"), found.get("contaminated", "-"),
+         "-" if found.get("rate") is None else _pct(found["rate"])]  # fmt: skip
+        for k, s in sorted(summaries.items())
+        for bench, found in sorted(((s.get("verify") or {}).get("contamination") or {}).items())
+    ]
 
 
 def strategy_label(strategy: dict[str, Any] | None) -> str:
@@ -198,8 +209,8 @@ def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
                 parse.get("kept", "-"),
                 verify.get("kept", "-"),
                 _trained_on(train),
-                _reasons(parse.get("drop_reasons")) if parse else "-",
-                _reasons(verify.get("drop_reasons")) if verify else "-",
+                reasons_cell(parse.get("drop_reasons")) if parse else "-",
+                reasons_cell(verify.get("drop_reasons")) if verify else "-",
             ]
         )
     if not rows:
@@ -231,17 +242,14 @@ def _checks_section(summaries: dict[int, dict[str, Any]]) -> str:
     verified = {k: s["verify"] for k, s in sorted(summaries.items()) if "verify" in s}
     if not verified:
         return ""
-    rows, contamination = [], []
-    for k, v in verified.items():
-        rows.append(
-            [
-                k, ", ".join(v.get("checks", [])) or "none", v.get("checked", "-"), v.get("kept", "-"),
-                _reasons(v.get("drop_reasons")), v.get("resolve_requests", 0),
-            ]
-        )  # fmt: skip
-        for bench, found in (v.get("contamination") or {}).items():
-            rate = found.get("rate")
-            contamination.append([k, bench, found.get("checked", "-"), found.get("contaminated", "-"), "-" if rate is None else _pct(rate)])
+    rows = [
+        [
+            k, ", ".join(v.get("checks", [])) or "none", v.get("checked", "-"), v.get("kept", "-"),
+            reasons_cell(v.get("drop_reasons")), v.get("resolve_requests", 0),
+        ]
+        for k, v in verified.items()
+    ]  # fmt: skip
+    contamination = contamination_rows(summaries)
     parts = [
         "What the verify stage checked before anything was trained on. Re-solving asks the "
         "instructor to answer each math or multiple-choice sample again without seeing its "
