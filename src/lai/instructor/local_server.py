@@ -97,25 +97,11 @@ def launcher(config: LocalInstructorConfig) -> list[str]:
 
 def server_command(config: LocalInstructorConfig, port: int, model: str, start: list[str]) -> list[str]:
     """The full command line; ``model`` is already resolved (a .gguf file for llama.cpp)."""
+    command = [*start, "--model", model, "--host", "127.0.0.1", "--port", str(port)]
     if config.server == "vllm":
-        command = [
-            *start,
-            "--model", model,
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--served-model-name", ALIAS,
-            "--max-model-len", str(config.n_ctx),
-        ]  # fmt: skip
+        command += ["--served-model-name", ALIAS, "--max-model-len", str(config.n_ctx)]
     else:
-        command = [
-            *start,
-            "--model", model,
-            "--host", "127.0.0.1",
-            "--port", str(port),
-            "--n_threads", str(config.n_threads),
-            "--n_ctx", str(config.n_ctx),
-            "--model_alias", ALIAS,
-        ]  # fmt: skip
+        command += ["--n_threads", str(config.n_threads), "--n_ctx", str(config.n_ctx), "--model_alias", ALIAS]
     return [*command, *config.extra_args]
 
 
