@@ -10,11 +10,14 @@ avoid paying twice for a reply after a crash. This client:
   429, 5xx, timeouts, dropped connections, malformed bodies and empty choices, with
   exponential back-off and full jitter, obeying a 429's Retry-After, at most
   ``max_retries`` times; what still fails becomes a failed record with the reason;
-* looks every request up in a persistent SQLite cache first and stores each good reply
-  the moment it arrives (:mod:`lai.instructor.request_cache`), so a rerun after a kill
-  never pays for a reply twice;
-* books token usage in a cost ledger and stops starting requests at ``max_cost``
-  (:mod:`lai.instructor.ledger`);
+* looks every request up in a persistent SQLite cache first, and makes every paid HTTP
+  reply durable the moment it arrives, before anything else happens to it: one fsynced
+  line in the append-only spend log (:mod:`lai.instructor.ledger`), then a row in the
+  cache (:mod:`lai.instructor.request_cache`), including the first reply of a corrective
+  retry; so a rerun after kill -9 at any moment pays again at most for the replies that
+  were on the wire;
+* derives the money spent from that log and stops starting requests at ``max_cost``, so
+  the cap holds across kills and resumes;
 * asks once more, with a corrective message, when a reply holds no samples at all.
 """
 
@@ -35,7 +38,7 @@ import openai
 
 from lai.errors import ConfigError, InstructorError
 from lai.instructor.base import Instructor, InstructRequest, failed_record, record_for
-from lai.instructor.ledger import BudgetExceeded, CostLedger, cost_of
+from lai.instructor.ledger import CALL_FIELDS, BudgetExceeded, CostLedger, cost_of
 from lai.instructor.parsing import parse_reply
 from lai.instructor.rate_limit import RateLimiter, estimate_tokens
 from lai.instructor.request_cache import RequestCache
@@ -222,8 +225,8 @@ class AsyncOpenAIInstructor(Instructor):
 
     async def _attempt(
         self, client: openai.AsyncOpenAI, kwargs: dict[str, Any]
-    ) -> tuple[str, str | None, str, int, int]:
-        """One HTTP call: (reply, finish_reason, model, prompt_tokens, completion_tokens)."""
+    ) -> tuple[str, str | None, str, int, int, str | None]:
+        """One HTTP call: (reply, finish_reason, model, prompt and completion tokens, response id)."""
         try:
             response = await client.chat.completions.create(**kwargs)
         except openai.APIStatusError as error:
@@ -256,6 +259,19 @@ class AsyncOpenAIInstructor(Instructor):
             getattr(response, "model", None) or self.model_name,
             getattr(usage, "prompt_tokens", 0) or 0,
             getattr(usage, "completion_tokens", 0) or 0,
+            getattr(response, "id", None),
+        )
+
+    def _call_key(self, request: InstructRequest, messages: list[dict[str, str]]) -> str:
+        return RequestCache.key(
+            base_url=self.base_url,
+            model=self.model_name,
+            messages=messages,
+            temperature=self._temperature(request),
+            max_tokens=self._max_tokens(request),
+            seed=self.seed,
+            response_format=self._response_format(request),
+            sample_index=int(request.extra.get("sample_index", 0)),
         )
 
     async def _call(
@@ -266,7 +282,44 @@ class AsyncOpenAIInstructor(Instructor):
         request: InstructRequest,
         messages: list[dict[str, str]],
         summary: RunSummary,
+        kind: str = "first",
     ) -> tuple[str, str | None, str, int, int]:
+        """One paid call, with retries; raise _Retryable (the last reason) or APIStatusError.
+
+        A reply received before (for exactly these messages) comes from the cache for
+        free. A new reply is booked in the spend log and stored in the cache before this
+        returns: nothing that happens afterwards (a corrective retry, its back-off, a
+        kill) can make it be paid for again.
+        """
+        key = self._call_key(request, messages)
+        if self.cache is not None:
+            stored = self.cache.get_call(key)
+            if stored is not None:
+                return (
+                    stored["reply"], stored.get("finish_reason"), stored.get("model") or self.model_name,
+                    int(stored.get("prompt_tokens") or 0), int(stored.get("completion_tokens") or 0),
+                )  # fmt: skip
+        result = await self._send(client, limiter, semaphore, request, messages, summary)
+        reply, finish, model, prompt, completion, response_id = result
+        call = dict(zip(CALL_FIELDS, (reply, finish, model, prompt, completion), strict=True))
+        summary.cost += self.ledger.add(
+            stage=self.stage, iteration=self.iteration, model=model,
+            prompt_tokens=prompt, completion_tokens=completion,
+            call={"request_id": request.id, "kind": kind, "response_id": response_id, "key": key, **call},
+        )  # fmt: skip
+        if self.cache is not None:
+            self.cache.put_call(key, call)
+        return reply, finish, model, prompt, completion
+
+    async def _send(
+        self,
+        client: openai.AsyncOpenAI,
+        limiter: RateLimiter,
+        semaphore: asyncio.Semaphore,
+        request: InstructRequest,
+        messages: list[dict[str, str]],
+        summary: RunSummary,
+    ) -> tuple[str, str | None, str, int, int, str | None]:
         """Send with retries; raise _Retryable (the last reason) or APIStatusError when done."""
         kwargs = self._kwargs(request, messages)
         estimated = estimate_tokens(messages, self._max_tokens(request))
@@ -311,13 +364,10 @@ class AsyncOpenAIInstructor(Instructor):
         model = self.model_name
 
         def book(used_model: str, prompt: int, completion: int) -> None:
+            # The spend is booked by _call when the reply arrives; the record sums usage.
             nonlocal prompt_tokens, completion_tokens
             prompt_tokens += prompt
             completion_tokens += completion
-            summary.cost += self.ledger.add(
-                stage=self.stage, iteration=self.iteration, model=used_model,
-                prompt_tokens=prompt, completion_tokens=completion,
-            )  # fmt: skip
 
         try:
             reply, finish, model, prompt, completion = await self._call(
@@ -335,7 +385,7 @@ class AsyncOpenAIInstructor(Instructor):
                 ]
                 try:
                     second = await self._call(
-                        client, limiter, semaphore, request, follow_up, summary
+                        client, limiter, semaphore, request, follow_up, summary, "corrective"
                     )
                 except (_Retryable, openai.APIStatusError) as error:
                     # The first reply stands; the parse stage drops it with its reason.
@@ -385,9 +435,23 @@ class AsyncOpenAIInstructor(Instructor):
     # -- the stage -------------------------------------------------------------------------
 
     def _upper_cost(self, request: InstructRequest) -> float:
-        """What one request may cost at most (prompt estimate + max_tokens of completion)."""
+        """What one request may cost at most: its call at max_tokens of completion, and
+        the corrective retry's (the first reply and the corrective message added)."""
         prompt = estimate_tokens(request.messages, 0)
-        return cost_of(self.ledger.prices, self.model_name, prompt, self._max_tokens(request))
+        completion = self._max_tokens(request)
+        upper = cost_of(self.ledger.prices, self.model_name, prompt, completion)
+        if self.corrective_retry:
+            upper += cost_of(self.ledger.prices, self.model_name, prompt + completion + 64, completion)
+        return upper
+
+    def _refile(self) -> None:
+        """Replies booked in the spend log but missing from the cache (a kill fell between
+        the two writes) go into the cache, so they are not paid for again."""
+        if self.cache is None:
+            return
+        for key, call in self.ledger.unfiled():
+            if self.cache.get_call(key) is None:
+                self.cache.put_call(key, call)
 
     async def run(
         self,
@@ -398,10 +462,14 @@ class AsyncOpenAIInstructor(Instructor):
     ) -> RunSummary:
         """Process all requests concurrently; ``on_record`` gets each record as it finishes.
 
-        With ``max_cost``, no request starts once the money spent plus the worst case of
-        the requests in flight would pass it; the ones in flight finish and are handed to
-        ``on_record``, then :class:`BudgetExceeded` is raised (a rerun with a larger budget
-        resumes, and the cache makes it free to repeat what was done).
+        ``requests`` is consumed lazily: at most a few times ``concurrency`` requests are
+        in progress (and in memory) at once, however many there are.
+
+        With ``max_cost``, no request starts once the money spent (all of the run's spend
+        log, earlier processes included) plus the worst case of the requests in flight
+        would pass it; the ones in flight finish and are handed to ``on_record``, then
+        :class:`BudgetExceeded` is raised (a rerun with a larger budget resumes, and the
+        cache makes it free to repeat what was done).
         """
         summary = RunSummary()
         limiter = RateLimiter(self.rpm, self.tpm, burst_s=self.burst_s)
@@ -409,19 +477,20 @@ class AsyncOpenAIInstructor(Instructor):
         # A bounded number of requests is in progress (on the wire or backing off), so the
         # budget check below reserves for a few requests at a time, not for all of them at
         # once; twice the wire slots, so requests backing off do not idle the wire.
-        starts = asyncio.Semaphore(2 * self.concurrency)
+        slots = asyncio.Semaphore(2 * self.concurrency)
         reserved = 0.0
         budget_hit = False
+        self._refile()
 
         async def one(request: InstructRequest) -> None:
             nonlocal reserved, budget_hit
-            cached = self._cached(request)
-            if cached is not None:
-                summary.cache_hits += 1
-                summary.ok += cached.status == "ok"
-                on_record(cached)
-                return
-            async with starts:
+            try:
+                cached = self._cached(request)
+                if cached is not None:
+                    summary.cache_hits += 1
+                    summary.ok += cached.status == "ok"
+                    on_record(cached)
+                    return
                 upper = self._upper_cost(request)
                 if budget_hit or (
                     max_cost is not None and self.ledger.cost() + reserved + upper > max_cost
@@ -434,17 +503,23 @@ class AsyncOpenAIInstructor(Instructor):
                     record = await self._complete(client, limiter, semaphore, request, summary)
                 finally:
                     reserved -= upper
-            if record.status == "ok":
-                summary.ok += 1
-            else:
-                summary.failed += 1
-                log.warning("request %s failed: %s", request.id, record.error)
-            on_record(record)
+                if record.status == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed += 1
+                    log.warning("request %s failed: %s", request.id, record.error)
+                on_record(record)
+            finally:
+                slots.release()
 
         client = self._new_client()
         try:
             async with asyncio.TaskGroup() as group:
                 for request in requests:
+                    if budget_hit:  # count what is left, start nothing
+                        summary.skipped_for_budget += 1
+                        continue
+                    await slots.acquire()
                     group.create_task(one(request))
         except BaseExceptionGroup as errors:
             # TaskGroup wraps what a request raised; hand the caller the first error itself.
@@ -456,7 +531,7 @@ class AsyncOpenAIInstructor(Instructor):
             raise BudgetExceeded(
                 f"max_cost {max_cost} reached (spent {self.ledger.cost():.4f}); "
                 f"{summary.skipped_for_budget} requests not sent",
-                hint="records written so far are kept; raise the budget and rerun to resume",
+                hint="records written so far are kept; rerun with a higher --max-cost to resume",
             )
         return summary
 
@@ -509,4 +584,4 @@ class AsyncOpenAIInstructor(Instructor):
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
-        self.ledger.save()
+        self.ledger.close()

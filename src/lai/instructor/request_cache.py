@@ -1,11 +1,17 @@
 """A persistent cache of instructor replies, so no paid request is ever sent twice.
 
 An instruct stage sends thousands of requests; a crash, a kill or a rerun with the same
-settings must not pay for them again. Each good reply is committed to SQLite in its own
-transaction the moment it arrives. WAL mode makes every commit durable against a killed
-process (``synchronous=NORMAL`` only risks the last commits on a power loss, which is an
-acceptable price for not fsyncing the whole database per reply) and lets a second process
-read while the stage writes.
+settings must not pay for them again. Two tables, both append-only in spirit:
+
+* ``replies``: the final record of a request (after its corrective retry, if any), so a
+  rerun that finds it sends nothing for that request;
+* ``calls``: every single paid HTTP reply, keyed by the exact messages it answered, stored
+  the moment it arrives. A request whose first reply needs a corrective retry therefore
+  has its first reply on disk before the retry is sent, and a kill during the retry (or
+  its back-off) costs at most the retry, never the first reply again.
+
+Each row is committed in its own transaction with ``synchronous=FULL`` (WAL), i.e.
+fsynced: a paid reply survives a kill and a power loss alike.
 
 The key is a sha256 over everything that determines the reply: the endpoint, the model,
 the messages, the sampling parameters and a sample index (to ask the same prompt twice on
@@ -30,6 +36,11 @@ CREATE TABLE IF NOT EXISTS replies (
     key TEXT PRIMARY KEY,
     record TEXT NOT NULL,
     created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    key TEXT PRIMARY KEY,
+    reply TEXT NOT NULL,
+    created REAL NOT NULL
 )
 """
 
@@ -46,8 +57,9 @@ class RequestCache:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(_SCHEMA)
+            # FULL: every commit is fsynced; a paid reply must survive a power loss too.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
             self._conn.commit()
 
     @staticmethod
@@ -87,6 +99,21 @@ class RequestCache:
             # One transaction per reply: a kill loses at most the reply being written.
             self._conn.execute(
                 "INSERT OR REPLACE INTO replies (key, record, created) VALUES (?, ?, ?)",
+                (key, text, time.time()),
+            )
+            self._conn.commit()
+
+    def get_call(self, key: str) -> dict[str, Any] | None:
+        """One paid HTTP reply (reply, finish_reason, model, token counts), if ever received."""
+        with self._lock:
+            row = self._conn.execute("SELECT reply FROM calls WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_call(self, key: str, reply: dict[str, Any]) -> None:
+        text = json.dumps(reply, ensure_ascii=False)
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO calls (key, reply, created) VALUES (?, ?, ?)",
                 (key, text, time.time()),
             )
             self._conn.commit()
