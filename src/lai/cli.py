@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from lai.errors import LaiError
+from lai.errors import LaiError, one_line, user_error
 
 if TYPE_CHECKING:
     from lai.report.compare import RunRow
@@ -340,11 +340,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except LaiError as error:
-        if _state["debug"]:
-            console.print_exception()
-        # Escaped: messages name things like lai[vllm] that rich would read as markup.
-        console.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _user_error_exit(error)
     except (typer.Abort, KeyboardInterrupt):
         console.print("[yellow]interrupted[/]: rerun the same command to resume")
         sys.exit(130)
@@ -352,10 +348,22 @@ def main() -> None:
         if isinstance(error, _click_exceptions()):
             error.show()
             sys.exit(error.exit_code)
+        user = user_error(error)  # a full disk, a folder where a file goes, ...: fixable
+        if user is not None:
+            _user_error_exit(user)
         if _state["debug"]:
             raise
         console.print(f"[red]internal error:[/] {type(error).__name__}: {error} (rerun with --debug for the traceback)", highlight=False)
         sys.exit(1)
+
+
+def _user_error_exit(error: LaiError) -> None:
+    """Print a problem the user can fix as exactly one line on stderr; exit with status 2."""
+    if _state["debug"]:
+        console.print_exception()
+    # Escaped: messages name things like lai[vllm] that rich would read as markup.
+    console.print(f"[red]error:[/] {escape(one_line(str(error)))}", highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:

@@ -8,19 +8,40 @@ instead of silently using a default.
 from __future__ import annotations
 
 import os
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lai.errors import ConfigError
+from lai.errors import ConfigError, read_text
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
 
+def _is_number_field(annotation: Any) -> bool:
+    """True for int/float fields (also optional ones), which YAML's true/false must not fill."""
+    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else (annotation,)
+    return bool(set(kinds) & {int, float}) and bool not in kinds
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_as_numbers(cls, data: Any) -> Any:
+        # pydantic reads true as 1: `seed: true` or `iterations: yes` would run silently.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and field is not None and _is_number_field(field.annotation):
+                    raise ValueError(f"[{key}] must be a number, not {str(value).lower()}")
+        return data
 
 
 class PoolConfig(Section):
@@ -30,6 +51,13 @@ class PoolConfig(Section):
     pool: str = "train"
     n: int = Field(32, ge=1, description="questions drawn per iteration")
     path: Path | None = Field(None, description="explicit JSONL file; overrides the data folder")
+
+    @field_validator("n")
+    @classmethod
+    def _sane_n(cls, value: int) -> int:
+        if value > 1_000_000:
+            raise ValueError(f"{value} is above 1000000: no benchmark pool has that many rows")
+        return value
 
 
 class SelectConfig(Section):
@@ -117,6 +145,18 @@ class InstructorConfig(Section):
     max_cost: float | None = Field(None, gt=0, description="stop the instruct stage at this spend (USD)")
     local: LocalInstructorConfig = Field(default_factory=LocalInstructorConfig)
     options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parsed = urlparse(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or " " in value.strip():
+            raise ValueError(
+                f"{value!r} is not an http(s) URL; write it like https://api.openai.com/v1 or http://127.0.0.1:8000/v1"
+            )
+        return value.strip()
 
     @field_validator("api_key_env")
     @classmethod
@@ -224,6 +264,13 @@ class TrainConfig(Section):
     method: Literal["lora", "full"] = "lora"
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="-1: run the full epochs")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError(f"{value} is neither -1 (run the full epochs) nor a positive number of steps")
+        return value
     learning_rate: float = Field(2e-4, gt=0)
     batch_size: int = Field(4, ge=1, description="rows per process per forward pass")
     grad_accum: int = Field(1, ge=1)
@@ -285,6 +332,14 @@ class EvaluateConfig(Section):
     benchmarks: list[BenchmarkConfig] = Field(default_factory=lambda: [BenchmarkConfig()])
     baseline: bool = Field(True, description="also evaluate the starting model (iteration 0)")
 
+    @field_validator("benchmarks")
+    @classmethod
+    def _some_benchmark(cls, benchmarks: list[BenchmarkConfig]) -> list[BenchmarkConfig]:
+        # Without one, a run trains and reports nothing it can be judged by.
+        if not benchmarks:
+            raise ValueError("needs at least one benchmark (e.g. - {task: gsm8k, pool: test})")
+        return benchmarks
+
 
 class ClusterConfig(Section):
     """Where collect, evaluate and code verification run: in this process, or on Ray."""
@@ -318,6 +373,29 @@ class RunConfig(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        # The run goes to runs/<name>: "", "." or "../x" would write into runs/ itself or
+        # outside it. A run elsewhere is asked for explicitly with --run-dir PATH.
+        if not _RUN_NAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError(
+                f"{value!r} is not a plain folder name (letters, digits, '.', '-', '_'); "
+                "to write somewhere else, pass --run-dir PATH"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _sane_sizes(self) -> RunConfig:
+        # Numbers that validate but would run for years or diverge are typos; say why.
+        for where, limit, why in SANITY_LIMITS:
+            value: Any = self
+            for part in where.split("."):
+                value = getattr(value, part)
+            if value is not None and value > limit:
+                raise ValueError(f"[{where}] {value:g} is above {limit:g}: {why}")
+        return self
+
     @model_validator(mode="after")
     def _names_exist(self) -> RunConfig:
         # Imported here: the registries import this module's types.
@@ -340,6 +418,25 @@ class RunConfig(Section):
             if name not in registry:
                 raise ValueError(f"{where}: unknown {registry.kind} {name!r}; choose one of {registry.names()}")
         return self
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+#: (setting, largest sane value, why): checked by RunConfig._sane_sizes.
+SANITY_LIMITS: tuple[tuple[str, float, str], ...] = (
+    ("iterations", 1000, "each iteration collects, instructs and trains once; this is almost surely a typo"),
+    ("strategy.budget", 1_000_000, "that many instructor samples per iteration would cost a fortune"),
+    ("train.learning_rate", 1.0, "a learning rate above 1 makes training diverge (typical: 1e-5 to 5e-4)"),
+    ("train.epochs", 1000, "more than 1000 epochs over the same samples only memorises them"),
+    ("train.max_steps", 10_000_000, "that many optimizer steps would run for months"),
+    ("target.batch_size", 65_536, "no accelerator holds a batch that large"),
+    ("target.max_new_tokens", 1_000_000, "longer than any model's context"),
+    ("instructor.max_tokens", 1_000_000, "longer than any model's context"),
+    ("instructor.concurrency", 4096, "no endpoint accepts that many requests at once"),
+    ("instructor.timeout_s", 86_400, "a request that may take more than a day"),
+    ("instructor.max_retries", 1000, "that many retries of one request would never end"),
+    ("cluster.workers", 100_000, "more actors than any cluster runs"),
+)
 
 
 def _check_pool(tasks: Any, task: str, pool: str, where: str) -> None:
@@ -390,6 +487,9 @@ def format_validation_error(error: ValidationError) -> str:
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"])
         message = problem["msg"].removeprefix("Value error, ")
+        if named := re.match(r"\[([\w.]+)\] (.*)", message):  # a check that names its own key
+            where = f"{where}.{named[1]}" if where else named[1]
+            message = named[2]
         if problem["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see configs/demo.yaml for the valid keys)"
         lines.append(f"{where}: {message}" if where else message)
@@ -409,12 +509,15 @@ def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     ``extends: demo.yaml`` (relative to the file) lets a config state only what differs
     from another, so the configs of a strategy comparison cannot drift apart.
     """
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder, not a config file", hint="pass the path to a YAML file such as configs/demo.yaml")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}", hint="pass the path to a YAML file such as configs/demo.yaml")
     if path.resolve() in chain:
         raise ConfigError(f"{path} extends itself (through {' -> '.join(p.name for p in chain)})")
+    text = read_text(path, "config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(text, Loader=UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -422,6 +525,7 @@ def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not a {type(raw).__name__}")
     parent = raw.pop("extends", None)
+    raw = resolve_paths(raw, path.parent)
     if parent is None:
         return raw
     if not isinstance(parent, str):
@@ -429,10 +533,76 @@ def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(read_yaml(path.parent / parent, (*chain, path.resolve())), raw)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice is an error, not "last wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if isinstance(key, str | int | float | bool) and key in seen and key != "<<":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {seen[key]}); keep one", key_node.start_mark
+                )
+            seen.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    if not isinstance(value, str | Path) or not str(value).strip():
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _model_path(value: Any, base: Path) -> Any:
+    """A model string that names a local path relative to the config becomes absolute;
+    embedded names and hub ids (``org/name``) stay as they are."""
+    if not isinstance(value, str) or ":" in value or not value.strip():
+        return value
+    explicit = value.startswith(("./", "../", "~")) or value.endswith(".gguf")
+    return _absolute(value, base) if explicit or (base / value).exists() else value
+
+
+def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the file paths of one config file absolute, relative to ``base`` (its folder).
+
+    Paths in a config mean the same thing whatever folder lai runs from, as ``extends:``
+    does; the run's saved config.yaml then holds absolute paths, so a resume from another
+    folder finds the same files. Values of the wrong shape are left for validation.
+    """
+    raw = dict(raw)
+    base = base.resolve()
+    if "data_dir" in raw:
+        raw["data_dir"] = _absolute(raw["data_dir"], base)
+    for section, key in (("select", "pools"), ("evaluate", "benchmarks")):
+        part = raw.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), list):
+            items = [
+                {**item, "path": _absolute(item["path"], base)} if isinstance(item, dict) and "path" in item else item
+                for item in part[key]
+            ]
+            raw[section] = {**part, key: items}
+    target = raw.get("target")
+    if isinstance(target, dict) and "model" in target:
+        raw["target"] = {**target, "model": _model_path(target["model"], base)}
+    instructor = raw.get("instructor")
+    if isinstance(instructor, dict):
+        instructor = dict(instructor)
+        if "cache_path" in instructor:
+            instructor["cache_path"] = _absolute(instructor["cache_path"], base)
+        local = instructor.get("local")
+        if isinstance(local, dict) and "model" in local:
+            instructor["local"] = {**local, "model": _model_path(local["model"], base)}
+        raw["instructor"] = instructor
+    return raw
+
+
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (and what it extends), apply ``--set`` overrides, and validate."""
     path = Path(path)
-    raw = deep_merge(read_yaml(path), parse_overrides(overrides or []))
+    # --set paths are typed in the shell, so they are relative to the working folder.
+    raw = deep_merge(read_yaml(path), resolve_paths(parse_overrides(overrides or []), Path.cwd()))
     return build_config(raw, source=str(path))
 
 

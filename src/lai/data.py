@@ -14,24 +14,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lai.errors import DataError
+from lai.errors import DataError, decode_error, os_error
 
 log = logging.getLogger(__name__)
 
 _CHECKOUT_ROOT = Path(__file__).resolve().parents[2]
 
+#: JSON types by name, for messages ("field 'question' must be text, got a number").
+_TYPE_NAMES = {str: "text", int: "a whole number", float: "a number", list: "a list", dict: "an object", bool: "true/false"}
+
 
 @dataclass(frozen=True)
 class PoolSource:
-    """Where one pool of a task lives, locally and on the hub."""
+    """Where one pool of a task lives, locally and on the hub, and what its rows hold."""
 
     files: tuple[str, ...]  # relative to the data folder; the first that exists wins
     required: tuple[str, ...]  # fields every row must have
     hub: tuple[str, str | None, str] | None = None  # (dataset, config name, split)
+    #: The JSON types a field may have when present (checked for every row, so a wrong
+    #: row is refused with its line instead of becoming the reference answer "None").
+    types: Mapping[str, tuple[type, ...]] = field(default_factory=dict, hash=False, compare=False)
 
 
 def default_data_dir() -> Path | None:
@@ -44,26 +51,68 @@ def default_data_dir() -> Path | None:
     return None
 
 
-def read_jsonl_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Read a JSONL file, naming the line and the field when a row is malformed."""
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def check_row(row: Any, required: tuple[str, ...], types: Mapping[str, tuple[type, ...]]) -> str | None:
+    """Why a row cannot be used (missing field, null, wrong type), or None when it can."""
+    if not isinstance(row, dict):
+        return f"must be a JSON object, got {_type_name(row)}"
+    for name in required:
+        if name not in row:
+            return f"is missing field {name!r} (each row needs {', '.join(required)})"
+        if row[name] is None:
+            return f"has null for field {name!r}"
+    for name, allowed in types.items():
+        value = row.get(name)
+        if value is None:
+            continue  # absent optional fields are the task's business
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
+            return f"field {name!r} must be {wanted}, got {_type_name(value)} ({json.dumps(value)[:40]})"
+    return None
+
+
+def read_jsonl_rows(
+    path: Path, required: tuple[str, ...], types: Mapping[str, tuple[type, ...]] | None = None
+) -> list[dict[str, Any]]:
+    """Read a JSONL data file, naming the file, the line and the field when it is malformed.
+
+    Every problem a user can fix is a :class:`DataError` of one line: a folder or an
+    unreadable file, bytes that are not UTF-8, a line that is not JSON, a row without a
+    field or with a field of the wrong type, a file without rows.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a data file", hint="give the path of a .jsonl file")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise os_error(error, path, "cannot read the data file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise decode_error(path, data, error, "data file") from None
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number} is not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number} must be a JSON object, got {type(row).__name__}")
-            missing = [name for name in required if name not in row]
-            if missing:
-                raise DataError(
-                    f"{path}:{number} is missing field {missing[0]!r}",
-                    hint=f"each row needs the fields {', '.join(required)}",
-                )
-            rows.append(row)
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: JSON may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            hint = "a data file holds one JSON object per line (JSONL)"
+            if number == 1 and text.lstrip().startswith("["):
+                hint = "this looks like one JSON array; write one object per line (JSONL)"
+            raise DataError(f"{path}:{number} is not valid JSON ({error.msg})", hint=hint) from None
+        problem = check_row(row, required, types or {})
+        if problem:
+            raise DataError(f"{path}:{number} {problem}", hint="fix or remove that row")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path} holds no rows", hint="give a JSONL file with one JSON object per line")
     return rows
 
 
@@ -89,9 +138,9 @@ def load_pool_rows(
     """Return the rows of one pool and a description of where they came from."""
     if path is not None:
         path = Path(path).expanduser()
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"data file for {task}/{pool} not found: {path}", hint="fix the path in the config")
-        return read_jsonl_rows(path, source.required), str(path)
+        return read_jsonl_rows(path, source.required, source.types), str(path)
 
     looked: list[str] = []
     folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
@@ -100,7 +149,7 @@ def load_pool_rows(
             candidate = folder / relative
             looked.append(str(candidate))
             if candidate.is_file():
-                return read_jsonl_rows(candidate, source.required), str(candidate)
+                return read_jsonl_rows(candidate, source.required, source.types), str(candidate)
     else:
         looked.append("no local data folder (LAI_DATA_DIR unset and ../shared/data absent)")
 
@@ -113,9 +162,11 @@ def load_pool_rows(
             except Exception as error:  # noqa: BLE001 - any hub failure means "not found there"
                 looked.append(f"{where}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
             else:
-                missing = [f for f in source.required if rows and f not in rows[0]]
-                if missing:
-                    raise DataError(f"{where} rows lack field {missing[0]!r}")
+                for number, row in enumerate(rows):
+                    if problem := check_row(row, source.required, source.types):
+                        raise DataError(f"{where} row {number} {problem}")
+                if not rows:
+                    raise DataError(f"{where} holds no rows")
                 return rows, where
         else:
             looked.append(f"{where} (skipped: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set)")

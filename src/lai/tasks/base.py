@@ -16,6 +16,7 @@ parse stages stay task-agnostic.
 
 from __future__ import annotations
 
+import logging
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lai.data import PoolSource, load_pool_rows
-from lai.errors import ConfigError
+from lai.errors import ConfigError, DataError
 from lai.records import Sample, Score
+
+log = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
 Prompt = Messages | str
@@ -69,13 +72,47 @@ class Task(ABC):
         data_dir: Path | None = None,
         limit: int | None = None,
         seed: int | None = None,
+        strict: bool = False,
     ) -> list[Sample]:
-        """Load a pool; with ``limit``, a subset (seeded shuffle when ``seed`` is given)."""
-        rows, _origin = load_pool_rows(self.name, pool, self.pools[pool], path=path, data_dir=data_dir)
-        samples = [self.to_sample(row, index, pool) for index, row in enumerate(rows)]
+        """Load a pool; with ``limit``, a subset (seeded shuffle when ``seed`` is given).
+
+        A row the task cannot read is skipped and counted (:meth:`skipped`), unless
+        ``strict``, when it stops the load.
+        """
+        rows, origin = load_pool_rows(self.name, pool, self.pools[pool], path=path, data_dir=data_dir)
+        skipped: list[str] = []
+        samples = self.read_rows(rows, pool, origin, strict=strict, skipped=skipped)
+        self.__dict__.setdefault("_skipped", {})[pool] = skipped
         if seed is not None:
             random.Random(seed).shuffle(samples)
         return samples[:limit] if limit else samples
+
+    def read_rows(
+        self, rows: list[dict[str, Any]], pool: str, origin: str, *, strict: bool = False, skipped: list[str]
+    ) -> list[Sample]:
+        """Rows to samples. A row :meth:`to_sample` rejects is logged with its id, added to
+        ``skipped`` and left out, so one odd row does not stop a whole benchmark (lm-eval
+        reads ARC's digit-labelled rows, so must we); ``strict`` stops instead."""
+        samples: list[Sample] = []
+        before = len(skipped)
+        for index, row in enumerate(rows):
+            try:
+                samples.append(self.to_sample(row, index, pool))
+            except DataError as error:
+                if strict:
+                    raise DataError(
+                        f"{origin}: {error.message}",
+                        hint="fix or remove the row, or turn strict loading off to skip such rows",
+                    ) from None
+                skipped.append(str(row.get("id", row.get("task_id", index))))
+                log.warning("%s: skipped a row (%s)", origin, error.message)
+        if len(skipped) > before:
+            log.warning("%s: skipped %d of %d rows that %s cannot read", origin, len(skipped) - before, len(rows), self.name)
+        return samples
+
+    def skipped(self, pool: str) -> list[str]:
+        """Ids of the rows of ``pool`` the last load skipped (empty when none or not loaded)."""
+        return list(self.__dict__.get("_skipped", {}).get(pool, []))
 
     @abstractmethod
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample: ...

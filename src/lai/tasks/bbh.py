@@ -87,6 +87,7 @@ POOL_TEMPLATE = PoolSource(
     ("bbh/{subtask}.jsonl", "bbh/{subtask}.sample.jsonl"),
     ("input", "target"),
     ("SaylorTwift/bbh", "{subtask}", "test"),
+    {"input": (str,), "target": (str, int)},
 )
 
 
@@ -98,7 +99,7 @@ def source_for(subtask: str, template: PoolSource = POOL_TEMPLATE) -> PoolSource
         template.hub[2],
     )
     return PoolSource(
-        tuple(f.format(subtask=subtask) for f in template.files), template.required, hub
+        tuple(f.format(subtask=subtask) for f in template.files), template.required, hub, template.types
     )
 
 
@@ -184,6 +185,7 @@ class BBH(Task):
         data_dir: Path | None = None,
         limit: int | None = None,
         seed: int | None = None,
+        strict: bool = False,
     ) -> list[Sample]:
         """Load every subtask (or, with ``path``, one file named after its subtask)."""
         source = self.pools[pool]
@@ -216,14 +218,16 @@ class BBH(Task):
                 )[0]
                 for s in SUBTASKS
             }
-        samples = []
+        samples: list[Sample] = []
+        skipped: list[str] = []
         for subtask, rows in by_subtask.items():
             if rows:
                 self._cot_prompts[subtask] = read_cot_prompt(prompts_dir / f"{subtask}.txt")
-            samples += [
-                self.to_sample({**row, "subtask": subtask}, index, pool)
-                for index, row in enumerate(rows)
-            ]
+            samples += self.read_rows(
+                [{**row, "subtask": subtask} for row in rows], pool, f"{self.name}/{subtask}",
+                strict=strict, skipped=skipped,
+            )  # fmt: skip
+        self.__dict__.setdefault("_skipped", {})[pool] = skipped
         if seed is not None:
             random.Random(seed).shuffle(samples)
         return samples[:limit] if limit else samples

@@ -12,9 +12,10 @@ Protocols:
   (``output_type: multiple_choice``, ranked by log-likelihood), zero-shot by default as
   there; metric ``acc``, and for ARC also ``acc_norm`` (:func:`lm_eval_acc_norm`).
 
-Local rows (``A``..``E`` fields, a letter ``answer``) and hub rows (MMLU: ``choices`` list
-+ int ``answer``; ARC: ``choices`` {text, label} + ``answerKey``, sometimes "1".."4") become
-one :class:`Sample`: ``question`` is the stem followed by its lettered options, so the
+Local rows (``A``..``E`` fields, or ``1``..``5`` for ARC's digit-labelled rows, a letter or
+digit ``answer``), ARC's own JSONL (``question: {stem, choices}``, ``answerKey``) and hub
+rows (MMLU: ``choices`` list + int ``answer``; ARC: ``choices`` {text, label} +
+``answerKey``, "1".."4" in 22 rows of the test split) become one :class:`Sample`: ``question`` is the stem followed by its lettered options, so the
 instructor, the records and training prompts always show them; ``reference`` is the gold
 letter; ``meta`` keeps the raw stem and options for lm-eval's exact contexts.
 """
@@ -144,26 +145,17 @@ class MultipleChoiceTask(Task):
     }
 
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:
-        choices = row.get("choices")
-        labels: list[str] | None = None
-        if isinstance(choices, Mapping):  # ARC hub: {"text": [...], "label": [...]}
-            texts = [str(t) for t in choices["text"]]
-            labels = [str(label) for label in choices["label"]]
-        elif choices is not None:  # MMLU hub: a list of option texts
-            texts = [str(t) for t in choices]
-        else:  # local JSONL: one field per letter; ARC rows may stop at D or go to E
-            texts = []
-            for letter in LETTERS:
-                if row.get(letter) in (None, ""):
-                    break
-                texts.append(str(row[letter]))
-            labels = [str(label) for label in row["label"]] if row.get("label") else None
+        texts, labels = self._options(row)
         native = row.get("id", index)
+        question = row["question"]
+        stem = str(question.get("stem", "")) if isinstance(question, Mapping) else str(question)
         gold = self._gold_index(row.get("answerKey", row.get("answer")), labels, len(texts))
-        if len(texts) < 2 or gold is None:
-            raise DataError(f"{self.name}/{pool} row {native}: cannot read its options and answer")
+        if len(texts) < 2 or gold is None or len(texts) > len(LETTERS):
+            raise DataError(
+                f"{self.name}/{pool} row {native}: cannot read its options and answer "
+                f"({len(texts)} options, answer {row.get('answerKey', row.get('answer'))!r})"
+            )
         options = dict(zip(LETTERS, texts, strict=False))
-        stem = str(row["question"])
         return Sample(
             id=f"{self.name}/{pool}/{native}",
             task=self.name,
@@ -173,14 +165,44 @@ class MultipleChoiceTask(Task):
         )
 
     @staticmethod
+    def _options(row: dict[str, Any]) -> tuple[list[str], list[str] | None]:
+        """Option texts and their labels, from every layout the official data comes in.
+
+        - ARC's own JSONL: ``question: {stem, choices: [{text, label}]}``;
+        - the hub: ARC ``choices: {text: [...], label: [...]}``, MMLU ``choices: [...]``;
+        - local JSONL: one field per option, ``A``..``E``, or ``1``..``5`` for the ARC rows
+          whose labels are digits (e.g. NYSEDREGENTS_2008_8_34), with an optional ``label`` list.
+        Labels are kept as written; the gold answer is matched against them, and options
+        are always shown to the model as letters, as lm-evaluation-harness does.
+        """
+        question = row.get("question")
+        choices = question.get("choices") if isinstance(question, Mapping) else row.get("choices")
+        if isinstance(choices, Mapping):  # ARC hub: {"text": [...], "label": [...]}
+            return [str(t) for t in choices.get("text", [])], [str(label) for label in choices.get("label", [])]
+        if isinstance(choices, list) and all(isinstance(c, Mapping) for c in choices):  # ARC JSONL
+            return [str(c.get("text", "")) for c in choices], [str(c.get("label", "")) for c in choices]
+        if isinstance(choices, list):  # MMLU hub: a list of option texts
+            return [str(t) for t in choices], None
+        keys = LETTERS if row.get("A") not in (None, "") else "123456789"
+        texts = []
+        for key in keys:  # ARC rows may stop at D or go to E
+            if row.get(key) in (None, ""):
+                break
+            texts.append(str(row[key]))
+        labels = [str(label) for label in row["label"]] if isinstance(row.get("label"), list) else None
+        if labels is None and keys != LETTERS:
+            labels = list(keys[: len(texts)])
+        return texts, labels
+
+    @staticmethod
     def _gold_index(answer: Any, labels: list[str] | None, n: int) -> int | None:
         # An int is a 0-based index (MMLU hub); a string is a label, a letter, or ARC's
         # 1-based digit key ("3" is the third option when the row lists no labels).
         key = str(answer).strip()
         if isinstance(answer, int) and not isinstance(answer, bool):
             index = answer
-        elif labels and key in labels:
-            index = labels.index(key)
+        elif labels and key.upper() in [label.upper() for label in labels]:
+            index = [label.upper() for label in labels].index(key.upper())
         elif len(key) == 1 and key.upper() in LETTERS:
             index = LETTERS.index(key.upper())
         else:
@@ -288,13 +310,16 @@ class MMLU(MultipleChoiceTask):
 
     name = "mmlu"
     _fields = ("question", "answer")
+    _types: ClassVar[dict[str, tuple[type, ...]]] = {
+        "question": (str,), "answer": (str, int), **{letter: (str, int, float) for letter in "ABCD"},
+    }
     pools: ClassVar[dict[str, PoolSource]] = {
         # The local file is dev + validation (1816 rows); datasets reads "dev+validation"
         # as the union of both splits (in the other order, so row ids differ by source).
-        "train": PoolSource(("mmlu/train.jsonl",), _fields, ("cais/mmlu", "all", "dev+validation")),
-        "test": PoolSource(("mmlu/test.jsonl",), _fields, ("cais/mmlu", "all", "test")),
+        "train": PoolSource(("mmlu/train.jsonl",), _fields, ("cais/mmlu", "all", "dev+validation"), _types),
+        "test": PoolSource(("mmlu/test.jsonl",), _fields, ("cais/mmlu", "all", "test"), _types),
         # lm-eval's fewshot_split; read only when few-shot examples are asked for.
-        "dev": PoolSource(("mmlu/dev.jsonl",), _fields, ("cais/mmlu", "all", "dev")),
+        "dev": PoolSource(("mmlu/dev.jsonl",), _fields, ("cais/mmlu", "all", "dev"), _types),
     }
 
     def __init__(self, fewshot: int = 0, data_dir: Path | None = None) -> None:
@@ -344,14 +369,18 @@ class ARCChallenge(MultipleChoiceTask):
 
     name = "arc_challenge"
     lm_eval_metrics = ("acc", "acc_norm")
+    _types: ClassVar[dict[str, tuple[type, ...]]] = {
+        "id": (str, int), "question": (str, dict), "answer": (str, int), "answerKey": (str, int),
+    }
     pools: ClassVar[dict[str, PoolSource]] = {
         "test": PoolSource(
             ("arc/test.jsonl", "arc/test_sample.jsonl"),
             ("id", "question"),
             ("allenai/ai2_arc", "ARC-Challenge", "test"),
+            _types,
         ),
         "train": PoolSource(
-            ("arc/train.jsonl",), ("id", "question"), ("allenai/ai2_arc", "ARC-Challenge", "train")
+            ("arc/train.jsonl",), ("id", "question"), ("allenai/ai2_arc", "ARC-Challenge", "train"), _types
         ),
     }
 

@@ -316,6 +316,13 @@ class CodeTask(Task):
         return Sample(sample_id, self.name, question, tests, meta)
 
 
+#: Both row formats (HumanEval-style and original MBPP): what each field must hold.
+ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "task_id": (str, int), "prompt": (str,), "test": (str,), "entry_point": (str,), "canonical_solution": (str,),
+    "text": (str,), "code": (str,), "test_list": (list,), "test_setup_code": (str,),
+}
+
+
 class MBPP(CodeTask):
     """MBPP (Austin et al., 2021) as rewritten HumanEval-style by the paper's authors.
 
@@ -327,12 +334,13 @@ class MBPP(CodeTask):
     name = "mbpp"
     pools: ClassVar[dict[str, PoolSource]] = {
         "train": PoolSource(
-            ("mbpp/train.jsonl",), ("task_id",), ("google-research-datasets/mbpp", "full", "train")
+            ("mbpp/train.jsonl",), ("task_id",), ("google-research-datasets/mbpp", "full", "train"), ROW_TYPES
         ),
         "test": PoolSource(
             ("mbpp/test.jsonl", "mbpp/test_sample.jsonl"),
             ("task_id",),
             ("google-research-datasets/mbpp", "full", "test"),
+            ROW_TYPES,
         ),
     }
 
@@ -346,5 +354,6 @@ class HumanEval(CodeTask):
             ("humaneval/test.jsonl", "humaneval/test_sample.jsonl"),
             ("task_id", "prompt", "test", "entry_point"),
             ("openai/openai_humaneval", None, "test"),
+            ROW_TYPES,
         ),
     }

@@ -89,14 +89,21 @@ def extract_answer(response: str) -> str | None:
     return normalize_number(numbers[-1]) if numbers else None
 
 
+#: The answer is the worked solution ending in "#### N", so it must be text.
+ROW_TYPES: dict[str, tuple[type, ...]] = {"question": (str,), "answer": (str,)}
+
+
 class GSM8K(Task):
     name = "gsm8k"
     template_family = "math"
     pools: ClassVar[dict[str, PoolSource]] = {
-        "train": PoolSource(("gsm8k/train.jsonl",), ("question", "answer"), ("openai/gsm8k", "main", "train")),
-        "test": PoolSource(
-            ("gsm8k/test.jsonl", "gsm8k/test_sample.jsonl"), ("question", "answer"), ("openai/gsm8k", "main", "test")
+        "train": PoolSource(
+            ("gsm8k/train.jsonl",), ("question", "answer"), ("openai/gsm8k", "main", "train"), ROW_TYPES
         ),
+        "test": PoolSource(
+            ("gsm8k/test.jsonl", "gsm8k/test_sample.jsonl"), ("question", "answer"),
+            ("openai/gsm8k", "main", "test"), ROW_TYPES,
+        ),  # fmt: skip
     }
     sample_schema: ClassVar[dict[str, Any]] = {
         "type": "object",

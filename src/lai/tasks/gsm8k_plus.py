@@ -74,6 +74,7 @@ class GSMPlus(GSM8K):
             ("gsm8k_plus/test.jsonl", "gsm8k_plus/test_sample.jsonl"),
             ("question", "answer"),
             ("qintongli/GSM-Plus", None, "test"),
+            {"question": (str,), "answer": (str, int, float), "solution": (str,)},
         ),
     }
     # Evaluation only: no instructor templates, no generated samples.
