@@ -142,7 +142,12 @@ class InstructorConfig(Section):
     prices: dict[str, PriceConfig] = Field(
         default_factory=dict, description='USD per 1M tokens by model name; "*" for any other'
     )
-    max_cost: float | None = Field(None, gt=0, description="stop the instruct stage at this spend (USD)")
+    max_cost: float | None = Field(
+        None, gt=0, description="stop sending at this spend (USD) for the whole run, kills and resumes included"
+    )
+    max_failed_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="a stage in which a larger share of requests fail stops, not done"
+    )
     local: LocalInstructorConfig = Field(default_factory=LocalInstructorConfig)
     options: dict[str, Any] = Field(default_factory=dict, description="backend-specific settings")
 

@@ -79,6 +79,14 @@ class Manifest:
         self.data["models"][f"iter_{iteration:02d}"] = {"model": model, "fingerprint": fingerprint}
         self.save()
 
+    def record_resume(self, changes: dict[str, list[Any]]) -> None:
+        """A resume that changed how the run is carried out (lai.resume): when, and what.
+
+        The values are config values (api_key_env is a variable's name, never a key)."""
+        with self._lock:
+            self.data.setdefault("resumes", []).append({"time": now(), "changed": changes})
+            self.save()
+
     def record_template(self, name: str, digest: str) -> None:
         if self.data["templates"].get(name) != digest:
             self.data["templates"][name] = digest

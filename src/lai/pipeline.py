@@ -30,7 +30,7 @@ from lai.instructor.ledger import CostLedger, cost_of, estimate, price_for
 from lai.instructor.local_server import LocalInstructorServer
 from lai.instructor.prompts import render
 from lai.instructor.retrieval import build_embedder
-from lai.instructor.runner import pending_requests, run_requests
+from lai.instructor.runner import check_failures, final_records, pending_requests, run_requests
 from lai.manifest import Manifest
 from lai.models import Target
 from lai.models.resolve import cache_dir
@@ -60,26 +60,25 @@ from lai.train.base import TrainExample
 log = logging.getLogger(__name__)
 
 
-def check_resumable(run_dir: Path, config: RunConfig) -> None:
-    """Refuse to mix two configs in one run directory (only ``iterations`` may grow)."""
+def check_resumable(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
+    """Refuse to mix two experiments in one run directory; return the allowed changes.
+
+    What the run is must not change; how it is run may (:mod:`lai.resume`).
+    """
     import yaml
+
+    from lai.resume import compare
 
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
-        return
+        return {}
     saved = yaml.safe_load(saved_path.read_text()) or {}
     # Compare as validated configs: a run saved by an older lai lacks keys added since, and
     # their defaults must not count as a change. A saved file that no longer validates is
     # compared as written (and differs).
     with contextlib.suppress(ConfigError):
         saved = build_config(saved, source=str(saved_path)).model_dump(mode="json")
-    current = config.model_dump(mode="json")
-    changed = sorted(k for k in set(saved) | set(current) if k != "iterations" and saved.get(k) != current.get(k))
-    if changed:
-        raise ConfigError(
-            f"{run_dir} was started with a different config (differs in: {', '.join(changed)})",
-            hint="rerun with the same config to resume, or pass a new --run-dir",
-        )
+    return compare(saved, config.model_dump(mode="json"), where=str(run_dir))
 
 
 class Pipeline:
@@ -88,16 +87,27 @@ class Pipeline:
         self.store = RunStore(run_dir)
         self.progress = progress or NullProgress()
         run_dir.mkdir(parents=True, exist_ok=True)
-        check_resumable(run_dir, config)
+        self._hold_run_dir(run_dir)
+        changes = check_resumable(run_dir, config)
         config_text = dump_config(config)
         atomic_write_text(run_dir / "config.yaml", config_text)
         self.manifest = Manifest(run_dir / "manifest.json", seed=config.seed, config_text=config_text)
+        if changes:
+            self.manifest.record_resume(changes)
         self.tasks: dict[str, Task] = {}
         self._pools: dict[tuple[str, str, Path | None], list[Sample]] = {}
         self._target: Target | None = None
         self._target_model: str | None = None
         self._pool: RayPool | None = None
         self._pool_model: str | None = None
+
+    def _hold_run_dir(self, run_dir: Path) -> None:
+        """One process per run directory (lai.runlock); released when this object goes."""
+        import weakref
+
+        from lai import runlock
+
+        weakref.finalize(self, runlock.release, runlock.acquire(run_dir))
 
     # ---- the loop -------------------------------------------------------------------
 
@@ -270,11 +280,11 @@ class Pipeline:
 
     def _instructor(self, stack: ExitStack, k: int, stage: str = "instruct") -> Instructor:
         cfg = self.config.instructor
-        settings = cfg.model_dump(exclude={"backend", "local", "options", "prices", "max_cost", "cache_path"})
+        settings = cfg.model_dump(exclude={"backend", "local", "options", "prices", "max_cost", "max_failed_share", "cache_path"})
         # One request cache per run (or a shared one), one cost ledger per iteration.
         settings.update(
             cache_path=cfg.cache_path or self.store.root / "instructor_cache.sqlite",
-            ledger=CostLedger(self._prices(), path=self.store.path(k, "ledger.json")),
+            ledger=CostLedger(self._prices(), path=self.store.path(k, "ledger.json"), spend_path=self.store.root / "spend.jsonl"),
             stage=stage,
             iteration=k,
         )
@@ -358,8 +368,16 @@ class Pipeline:
                     instructor, todo, out, total=len(requests), progress=self.progress,
                     max_cost=self.config.instructor.max_cost, label=stage,
                 )  # fmt: skip
-        wanted = {r.id for r in requests}
-        return [r for r in read_records(out, InstructRecord) if r.id in wanted]
+        return self._final(requests, out, stage)
+
+    def _final(self, requests: list[InstructRequest], out: Path, stage: str) -> list[InstructRecord]:
+        """One record per request (a good one if any attempt got one); a stage that mostly
+        failed stops here, not done, so a rerun retries its failed requests."""
+        final = final_records(out)
+        records = [final[r.id] for r in requests if r.id in final]
+        cfg = self.config.instructor
+        check_failures(records, max_failed_share=cfg.max_failed_share, base_url=cfg.base_url, label=stage)
+        return records
 
     def _direct(self, k: int, strategy: Strategy) -> dict[str, Any]:
         """Baselines without an instructor: real rows, written where parse will read them."""
@@ -388,23 +406,27 @@ class Pipeline:
         requests = self.plan_requests(1) if self.strategy(1).uses_instructor else []
         prompt, completion = price_for(self._prices(), cfg.model)
         price = {"prompt": prompt, "completion": completion}
-        bill = estimate(requests, cfg.max_tokens, price)
+        # A bound, not a guess: every reply at max_tokens, and every request (re-solves
+        # included) answered twice when the corrective retry is on.
+        bill = estimate(requests, cfg.max_tokens, price, corrective=cfg.corrective_retry)
         # Re-solving: at most n solves of every requested math / multiple-choice sample. A
         # generated question is about as long as the question it came from, so each source
-        # question stands in for its samples' prompts.
+        # question stands in for its samples' prompts; counted, not listed (budget 10^6).
         check = self.config.verify.resolve
-        solves = []
+        verify_bill = estimate([], check.max_tokens, price)
         if check.enabled:
             questions = {a.id: a.question for a in read_records(self.store.path(1, "collect.jsonl"), Attempt)}
             for request in requests:
                 family = self.task(request.task).template_family
                 if family in ("math", "choice"):
                     content = render(f"resolve_{family}", question=questions.get(request.source_ids[0], ""))
-                    solves += [[{"role": "user", "content": content}]] * (request.n_requested * check.n)
-        verify_bill = estimate(solves, check.max_tokens, price)
+                    verify_bill += estimate(
+                        [[{"role": "user", "content": content}]], check.max_tokens, price,
+                        corrective=cfg.corrective_retry, repeat=request.n_requested * check.n,
+                    )  # fmt: skip
         total = {
             key: bill.as_dict()[key] + verify_bill.as_dict()[key]
-            for key in ("requests", "prompt_tokens", "completion_tokens", "cost")
+            for key in ("requests", "calls", "prompt_tokens", "completion_tokens", "cost")
         }
         return {
             "iteration": 1, "instructor": cfg.model, **total,
@@ -413,7 +435,7 @@ class Pipeline:
         }  # fmt: skip
 
     def parse(self, k: int) -> dict[str, Any]:
-        records = read_records(self.store.path(k, "instruct.jsonl"), InstructRecord)
+        records = list(final_records(self.store.path(k, "instruct.jsonl")).values())
         sources = {a.id: a.question for a in read_records(self.store.path(k, "collect.jsonl"), Attempt)}
         tasks = {r.task: self.task(r.task) for r in records}
         samples = parse_records(records, tasks, sources, k, check_format=self.config.verify.format)
