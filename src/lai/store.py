@@ -24,11 +24,31 @@ from lai.records import from_dict, to_dict
 log = logging.getLogger(__name__)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only set it, and
+    setting it even for a moment races with other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the classic read-by-setting, restored at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
+    """Write via a temporary file and rename, so readers never see half a file.
+
+    The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask),
+    not mkstemp's 0600: people sharing a run folder must be able to read its report.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

@@ -79,25 +79,34 @@ def run_requests(
 
 
 def _run_in_threads(
-    instructor: Instructor, requests: list[InstructRequest], on_record: Callable[[InstructRecord], None]
+    instructor: Instructor, requests: Iterable[InstructRequest], on_record: Callable[[InstructRecord], None]
 ) -> None:
     first_error: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=instructor.concurrency) as pool:
-        futures = {pool.submit(instructor.complete, request) for request in requests}
-        while futures:
+    pool = ThreadPoolExecutor(max_workers=instructor.concurrency)
+    pending = iter(requests)  # submitted a few at a time: memory does not grow with the stage
+    try:
+        futures = set()
+        while True:
+            while first_error is None and len(futures) < 2 * instructor.concurrency:
+                request = next(pending, None)
+                if request is None:
+                    break
+                futures.add(pool.submit(instructor.complete, request))
+            if not futures:
+                break
             finished, futures = wait(futures, return_when=FIRST_COMPLETED)
             for future in finished:
-                if future.cancelled():
-                    continue
                 error = future.exception()
                 if error is not None:
-                    first_error = first_error or error
                     # Stop sending new requests, but keep (and write) the replies already
                     # in flight: they are paid for.
-                    for queued in futures:
-                        queued.cancel()
+                    first_error = first_error or error
                     continue
                 on_record(future.result())
+    finally:
+        # On Ctrl-C or SIGTERM too: queued requests are dropped, not run to the end
+        # (a `with` block would wait for every one of them); those in flight finish.
+        pool.shutdown(wait=True, cancel_futures=True)
     if first_error is not None:
         raise first_error
 
