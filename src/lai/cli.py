@@ -97,6 +97,9 @@ def run(
         overrides.append(f"instructor.max_cost={max_cost}")
     cfg = load_config(config, overrides)
     run_dir = run_dir or Path("runs") / cfg.name
+    from lai.preflight import preflight
+
+    preflight(cfg, run_dir)  # data, models, URLs, the run dir: before anything is loaded or paid
     if dry_run:
         with Progress(*_columns(), console=console) as progress:
             bill = Pipeline(cfg, run_dir, RichProgress(progress)).dry_run()
@@ -104,6 +107,7 @@ def run(
             f"[bold]dry run[/], iteration 1: {bill['requests']} requests to {bill['instructor']} "
             f"({bill['instruct']['requests']} to write samples, at most {bill['verify']['requests']} to re-solve them; "
             f"{bill['control_errors']} errors held back as the control group), "
+            f"at most {bill['calls']} paid calls (corrective retries included), "
             f"~{bill['prompt_tokens']:,} prompt tokens, at most {bill['completion_tokens']:,} completion tokens, "
             f"at most ${bill['cost']:.4f} (prices from instructor.prices). Nothing was sent."
         )
@@ -125,11 +129,17 @@ def _print_summary(run_dir: Path) -> None:
 def validate(
     config: Annotated[Path, typer.Argument(help="YAML config")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key.path=value")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="the run directory to check (default runs/<name>)")] = None,
+    online: Annotated[bool, typer.Option("--online", help="also check that the instructor endpoint answers and lists the model")] = False,
 ) -> None:
-    """Check a config without running anything."""
+    """Check a config and everything it names (data files, models, embedders, URLs, the run
+    directory) without loading a model or sending a request; what lai run checks first."""
     from lai.config import load_config
+    from lai.preflight import preflight
 
     cfg = load_config(config, set_ or [])
+    for note in preflight(cfg, run_dir or Path("runs") / cfg.name, online=online):
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/]: {config} ({cfg.iterations} iteration(s), target {cfg.target.model})")
 
 
@@ -146,8 +156,11 @@ def report(
     from lai.report.markdown import write_report
     from lai.store import require_run_dir
 
+    from lai.preflight import check_run_files
+
     for run_dir in run_dirs:
         require_run_dir(run_dir)
+        check_run_files(run_dir)
     for run_dir in run_dirs:
         console.print(f"report: {write_report(run_dir)}")
         if html:
@@ -162,9 +175,13 @@ def compare(
     out: Annotated[Path | None, typer.Option("--out", help="also write the table as markdown to this file")] = None,
 ) -> None:
     """Compare runs: strategy, samples trained on, scores vs iteration 0, fix rate, cost."""
+    from lai.preflight import check_run_files
     from lai.report.compare import compare_runs, render_markdown
-    from lai.store import atomic_write_text
+    from lai.store import atomic_write_text, require_run_dir
 
+    for run_dir in run_dirs:  # the same checks as lai report: one line for a damaged run
+        require_run_dir(run_dir)
+        check_run_files(run_dir)
     rows = compare_runs(run_dirs)
     _print_comparison(rows)
     if out is not None:
@@ -209,6 +226,8 @@ def eval_(
     from lai.evaluation import evaluate_model
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
+    if not names:
+        raise LaiError(f"--tasks {tasks!r} names no task", hint="e.g. --tasks gsm8k,arc_challenge (lai tasks lists them)")
     if scoring not in {"auto", "generate", "loglikelihood"}:
         raise LaiError(f"unknown --scoring {scoring!r}", hint="auto, generate or loglikelihood")
     out = out or Path("runs") / f"eval-{protocol}"
@@ -338,12 +357,15 @@ def serve_instructor(
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except LaiError as error:
         _user_error_exit(error)
     except (typer.Abort, KeyboardInterrupt):
-        console.print("[yellow]interrupted[/]: rerun the same command to resume")
-        sys.exit(130)
+        _interrupted(130)
+    except SystemExit as stop:
+        if stop.code == 128 + signal.SIGTERM:
+            _interrupted(stop.code)
+        raise
     except Exception as error:  # noqa: BLE001 - the last line of defence for users
         if isinstance(error, _click_exceptions()):
             error.show()
@@ -355,6 +377,18 @@ def main() -> None:
             raise
         console.print(f"[red]internal error:[/] {type(error).__name__}: {error} (rerun with --debug for the traceback)", highlight=False)
         sys.exit(1)
+    # Under standalone_mode=False typer turns a Ctrl-C into a returned 130 (and
+    # typer.Exit(n) into a returned n): an exit status, not a result to drop.
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        if code == 130:
+            _interrupted(130)
+        sys.exit(code)
+
+
+def _interrupted(code: int) -> None:
+    """Ctrl-C (130) or SIGTERM (143): everything written is kept; say so, in one line."""
+    console.print("[yellow]interrupted[/]: rerun the same command to resume", highlight=False)
+    sys.exit(code)
 
 
 def _user_error_exit(error: LaiError) -> None:

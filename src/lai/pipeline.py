@@ -159,7 +159,9 @@ class Pipeline:
     def pool(self, task: str, pool: str, path: Path | None) -> list[Sample]:
         key = (task, pool, path)
         if key not in self._pools:
-            self._pools[key] = self.task(task).load(pool, path=path, data_dir=self.config.data_dir)
+            self._pools[key] = self.task(task).load(
+                pool, path=path, data_dir=self.config.data_dir, strict=self.config.strict_loading
+            )
         return self._pools[key]
 
     def benchmark_samples(self) -> dict[str, tuple[BenchmarkConfig, list[Sample]]]:
@@ -408,7 +410,8 @@ class Pipeline:
         price = {"prompt": prompt, "completion": completion}
         # A bound, not a guess: every reply at max_tokens, and every request (re-solves
         # included) answered twice when the corrective retry is on.
-        bill = estimate(requests, cfg.max_tokens, price, corrective=cfg.corrective_retry)
+        corrective = cfg.corrective_retry and cfg.backend == "openai"  # the fakes never ask twice
+        bill = estimate(requests, cfg.max_tokens, price, corrective=corrective)
         # Re-solving: at most n solves of every requested math / multiple-choice sample. A
         # generated question is about as long as the question it came from, so each source
         # question stands in for its samples' prompts; counted, not listed (budget 10^6).
@@ -422,7 +425,7 @@ class Pipeline:
                     content = render(f"resolve_{family}", question=questions.get(request.source_ids[0], ""))
                     verify_bill += estimate(
                         [[{"role": "user", "content": content}]], check.max_tokens, price,
-                        corrective=cfg.corrective_retry, repeat=request.n_requested * check.n,
+                        corrective=corrective, repeat=request.n_requested * check.n,
                     )  # fmt: skip
         total = {
             key: bill.as_dict()[key] + verify_bill.as_dict()[key]
@@ -497,8 +500,11 @@ class Pipeline:
         for key, (bench, samples) in self.benchmark_samples().items():
             out = self.store.path(k, f"eval/{key.replace('/', '-').replace('@', '-')}.jsonl")
             scores[key] = summarize(self._answer(model, k, samples, out, f"evaluate {key}", bench))
-        atomic_write_json(self.store.path(k, "eval.json"), {"model": model, "scores": scores})
-        return {"model": model, "scores": scores}
+        # Rows a task could not read were skipped (and logged with their ids): say how many.
+        skipped = {key: len(self.task(b.task).skipped(b.pool)) for key, (b, _) in self.benchmark_samples().items()}
+        result = {"model": model, "scores": scores, **({"skipped_rows": {key: n for key, n in skipped.items() if n}} if any(skipped.values()) else {})}
+        atomic_write_json(self.store.path(k, "eval.json"), result)
+        return result
 
     def retest(self, k: int, model: str) -> dict[str, Any]:
         """Ask the trained model this iteration's errors again: the fix rate.
