@@ -97,6 +97,9 @@ def run(
         overrides.append(f"instructor.max_cost={max_cost}")
     cfg = load_config(config, overrides)
     run_dir = run_dir or Path("runs") / cfg.name
+    from lai.preflight import preflight
+
+    preflight(cfg, run_dir)  # data, models, URLs, the run dir: before anything is loaded or paid
     if dry_run:
         with Progress(*_columns(), console=console) as progress:
             bill = Pipeline(cfg, run_dir, RichProgress(progress)).dry_run()
@@ -126,11 +129,17 @@ def _print_summary(run_dir: Path) -> None:
 def validate(
     config: Annotated[Path, typer.Argument(help="YAML config")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key.path=value")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="the run directory to check (default runs/<name>)")] = None,
+    online: Annotated[bool, typer.Option("--online", help="also check that the instructor endpoint answers and lists the model")] = False,
 ) -> None:
-    """Check a config without running anything."""
+    """Check a config and everything it names (data files, models, embedders, URLs, the run
+    directory) without loading a model or sending a request; what lai run checks first."""
     from lai.config import load_config
+    from lai.preflight import preflight
 
     cfg = load_config(config, set_ or [])
+    for note in preflight(cfg, run_dir or Path("runs") / cfg.name, online=online):
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/]: {config} ({cfg.iterations} iteration(s), target {cfg.target.model})")
 
 
@@ -143,12 +152,14 @@ def report(
     ] = None,
 ) -> None:
     """Rebuild report.md (and report.html) of each run; with several runs, also a comparison page."""
+    from lai.preflight import check_run_files
     from lai.report.html import write_html
     from lai.report.markdown import write_report
     from lai.store import require_run_dir
 
     for run_dir in run_dirs:
         require_run_dir(run_dir)
+        check_run_files(run_dir)
     for run_dir in run_dirs:
         console.print(f"report: {write_report(run_dir)}")
         if html:
@@ -163,9 +174,13 @@ def compare(
     out: Annotated[Path | None, typer.Option("--out", help="also write the table as markdown to this file")] = None,
 ) -> None:
     """Compare runs: strategy, samples trained on, scores vs iteration 0, fix rate, cost."""
+    from lai.preflight import check_run_files
     from lai.report.compare import compare_runs, render_markdown
-    from lai.store import atomic_write_text
+    from lai.store import atomic_write_text, require_run_dir
 
+    for run_dir in run_dirs:  # the same checks as lai report: one line for a damaged run
+        require_run_dir(run_dir)
+        check_run_files(run_dir)
     rows = compare_runs(run_dirs)
     _print_comparison(rows)
     if out is not None:
@@ -203,6 +218,7 @@ def eval_(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local benchmark folder")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="a data row a task cannot read stops the evaluation (default: skipped and counted)")] = False,
 ) -> None:
     """Evaluate a model on benchmarks; per-item JSONL and summary.json in --out."""
     from rich.table import Table
@@ -210,6 +226,8 @@ def eval_(
     from lai.evaluation import evaluate_model
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
+    if not names:
+        raise LaiError(f"--tasks {tasks!r} names no task", hint="e.g. --tasks gsm8k,arc_challenge (lai tasks lists them)")
     if scoring not in {"auto", "generate", "loglikelihood"}:
         raise LaiError(f"unknown --scoring {scoring!r}", hint="auto, generate or loglikelihood")
     out = out or Path("runs") / f"eval-{protocol}"
@@ -217,7 +235,7 @@ def eval_(
         summary = evaluate_model(
             model, names, out, protocol=protocol, limit=limit, seed=seed, pool=pool, scoring=scoring,
             backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens, data_dir=data_dir,
-            progress=RichProgress(progress),
+            progress=RichProgress(progress), strict=strict,
         )  # fmt: skip
     table = Table(title=f"{model} ({protocol})")
     for column in ("task", "score", "n", "other metrics", "scoring"):
@@ -229,6 +247,9 @@ def eval_(
             ", ".join(f"{k} {100 * v:.1f}%" for k, v in extra.items()), result["scoring"],
         )  # fmt: skip
     console.print(table)
+    for name, result in summary["tasks"].items():
+        if result.get("skipped"):
+            console.print(f"{name}: skipped {result['skipped']} row(s) it cannot read (see the warnings; --strict stops instead)")
     console.print(f"per-item records and summary.json in {out}")
 
 

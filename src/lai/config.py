@@ -367,6 +367,9 @@ class RunConfig(Section):
     seed: int = 1234
     iterations: int = Field(1, ge=1)
     data_dir: Path | None = None
+    strict_loading: bool = Field(
+        False, description="a data row a task cannot read stops the run (default: it is skipped, and counted)"
+    )
     target: TargetConfig = Field(default_factory=TargetConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)
     instructor: InstructorConfig = Field(

@@ -16,6 +16,8 @@ from typing import Any
 
 from lai.errors import ConfigError
 from lai.models import TARGETS
+from lai.models.resolve import check_local_model
+from lai.preflight import check_writable
 from lai.progress import Progress
 from lai.records import Sample
 from lai.scoring import answer_and_score, summarize
@@ -59,14 +61,22 @@ def evaluate_model(
     data_dir: Path | None = None,
     target_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
+    """Score ``model`` on ``task_names``; a row a task cannot read is skipped and counted
+    (``skipped`` in the summary) unless ``strict``."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of: {', '.join(PROTOCOLS)}")
+    if not task_names:
+        raise ConfigError("no task to evaluate", hint="name at least one, e.g. gsm8k (lai tasks lists them)")
+    if backend in ("hf", "vllm"):  # before the data is read and the model loaded
+        check_local_model(model, "--model")
+    check_writable(out)
     tasks = {name: get_task(name) for name in task_names}
     samples: dict[str, list[Sample]] = {}
     modes: dict[str, str] = {}
     for name, task in tasks.items():
-        samples[name] = task.load(pick_pool(task, pool), data_dir=data_dir, limit=limit, seed=seed)
+        samples[name] = task.load(pick_pool(task, pool), data_dir=data_dir, limit=limit, seed=seed, strict=strict)
         modes[name] = task.scoring_mode(protocol) if scoring == "auto" else scoring
     out.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -86,6 +96,8 @@ def evaluate_model(
                 mode=modes[name], progress=progress, label=f"{name} ({protocol})",  # type: ignore[arg-type]
             )  # fmt: skip
             results[name] = {**summarize(attempts), "scoring": modes[name], "seconds": round(time.monotonic() - task_started, 2)}
+            if skipped := task.skipped(pick_pool(task, pool)):
+                results[name]["skipped"] = len(skipped)
         summary = {
             "model": model,
             "fingerprint": target.fingerprint(),

@@ -159,7 +159,9 @@ class Pipeline:
     def pool(self, task: str, pool: str, path: Path | None) -> list[Sample]:
         key = (task, pool, path)
         if key not in self._pools:
-            self._pools[key] = self.task(task).load(pool, path=path, data_dir=self.config.data_dir)
+            self._pools[key] = self.task(task).load(
+                pool, path=path, data_dir=self.config.data_dir, strict=self.config.strict_loading
+            )
         return self._pools[key]
 
     def benchmark_samples(self) -> dict[str, tuple[BenchmarkConfig, list[Sample]]]:
@@ -498,8 +500,11 @@ class Pipeline:
         for key, (bench, samples) in self.benchmark_samples().items():
             out = self.store.path(k, f"eval/{key.replace('/', '-').replace('@', '-')}.jsonl")
             scores[key] = summarize(self._answer(model, k, samples, out, f"evaluate {key}", bench))
-        atomic_write_json(self.store.path(k, "eval.json"), {"model": model, "scores": scores})
-        return {"model": model, "scores": scores}
+        # Rows a task could not read were skipped (and logged with their ids): say how many.
+        skipped = {key: len(self.task(b.task).skipped(b.pool)) for key, (b, _) in self.benchmark_samples().items()}
+        result = {"model": model, "scores": scores, **({"skipped_rows": {key: n for key, n in skipped.items() if n}} if any(skipped.values()) else {})}
+        atomic_write_json(self.store.path(k, "eval.json"), result)
+        return result
 
     def retest(self, k: int, model: str) -> dict[str, Any]:
         """Ask the trained model this iteration's errors again: the fix rate.

@@ -109,21 +109,53 @@ def resolve_model(spec: str) -> ModelSource:
             convert_gguf_to_hf(gguf, folder)
         return ModelSource(str(folder))
     path = Path(spec).expanduser()
+    check_local_model(spec)
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}", hint="check target.model in the config")
         return ModelSource(str(path.parent), gguf_file=path.name)
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise ModelError(f"{path} is not a model folder (no config.json)", hint="point target.model at an HF folder")
         return ModelSource(str(path))
-    looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~"))
+    return ModelSource(spec)  # a hub id (check_local_model refused anything else)
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_local_model(spec: str, key: str = "target.model") -> str:
+    """Say what kind of model ``spec`` names without loading it; a one-line
+    :class:`ModelError` naming ``key`` when it cannot be a model.
+
+    Returns "embedded", "gguf", "folder" or "hub". Cheap enough for ``lai validate``: it
+    reads at most a file's first four bytes.
+    """
+    if spec.startswith("embedded:"):
+        embedded_gguf(spec.removeprefix("embedded:"))
+        return "embedded"
+    path = Path(spec).expanduser()
+    fix = "use embedded:smollm2-135m-instruct, an HF folder, a .gguf file, or a hub id like org/name"
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelError(f"{key} {path} is a file but not a model (a .gguf file or an HF folder)", hint=fix)
+        try:
+            with open(path, "rb") as handle:
+                magic = handle.read(4)
+        except OSError as error:
+            raise ModelError(f"{key} {path} cannot be read: {error.strerror}", hint="check its permissions") from None
+        if magic != GGUF_MAGIC:
+            raise ModelError(
+                f"{key} {path} is not a GGUF file (it does not start with 'GGUF'; damaged or incomplete download?)",
+                hint="download it again",
+            )
+        return "gguf"
+    if path.suffix == ".gguf":
+        raise ModelError(f"{key}: model file not found: {path}", hint=f"check {key} in the config")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{key} {path} is not a model folder (no config.json)", hint="point it at an HF model folder")
+        return "folder"
+    looks_like_hub_id = spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and " " not in spec
     if looks_like_hub_id:
-        return ModelSource(spec)
-    raise ModelError(
-        f"model path does not exist: {spec}",
-        hint="use embedded:smollm2-135m-instruct, an HF folder, a .gguf file, or a hub id like org/name",
-    )
+        return "hub"
+    raise ModelError(f"{key}: model path does not exist: {spec}", hint=fix)
 
 
 def fingerprint_files(folder: Path) -> str:

