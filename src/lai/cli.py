@@ -193,7 +193,7 @@ def _print_comparison(rows: list[RunRow]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from lai.report.compare import comparison_table
+    from lai.report.compare import PAIRS_NOTES, comparison_table, pair_tests, pairs_table
 
     header, cells = comparison_table(rows)
     table = Table(title="runs compared (scores: last evaluated iteration, change vs iteration 0 in points)")
@@ -202,6 +202,15 @@ def _print_comparison(rows: list[RunRow]) -> None:
     for row in cells:
         table.add_row(*(Text(cell) for cell in row))
     Console().print(table)
+    pairs = pair_tests(rows)
+    if pairs:
+        header, cells = pairs_table(pairs)
+        table = Table(title="is the difference more than noise? (each pair of runs, same items)", caption=PAIRS_NOTES.replace("*", ""))
+        for column in header:
+            table.add_column(column, overflow="fold")
+        for row in cells:
+            table.add_row(*(Text(cell) for cell in row))
+        Console().print(table)
 
 
 @app.command("eval")

@@ -43,6 +43,17 @@ from lai.report.markdown import (
     reasons_cell,
     strategy_label,
 )
+from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell
+from lai.report.terms import (
+    KEPT_AFTER_PARSE,
+    KEPT_AFTER_VERIFY,
+    PARSED,
+    REQUESTS,
+    TRAINED_ON,
+    WELL_FORMED,
+    glossary_markdown,
+    well_formed,
+)
 from lai.store import RunStore, read_json, read_records, require_run_dir, saved_config
 from lai.tasks import get_task
 from lai.tasks.base import Task
@@ -313,6 +324,34 @@ def _limitations(
     return [f"- {note}" for note in notes]
 
 
+def _effect_section(run_dir: Path, summaries: dict[int, dict[str, Any]]) -> str:
+    """What training on these samples did to the target, with the paired test of each change.
+
+    A data set card that only said "+5 points" would invite reuse on a change that is
+    noise; every change here carries the verdict the run's report gives it.
+    """
+    tests = change_tests(run_dir)
+    baseline = (summaries.get(0, {}).get("evaluate") or {}).get("scores", {})
+    rows = []
+    for (k, bench), test in sorted(tests.items()):
+        result = (summaries[k].get("evaluate") or {}).get("scores", {}).get(bench) or {}
+        base = baseline.get(bench) or {}
+        rows.append(
+            [bench, k, f"{base.get('correct', '?')}/{base.get('n', '?')}", f"{result.get('correct', '?')}/{result.get('n', '?')}",
+             f"{100 * (test.after - test.before) / test.items:+.1f}", verdict_cell(test)]  # fmt: skip
+        )
+    if not rows:
+        return ""
+    return (
+        "## Effect on the target\n\nThe target's score on each benchmark before training (iteration 0) and "
+        "after each iteration that trained on these samples, with the change in points and whether it is "
+        "more than noise.\n\n"
+        + markdown_table(["benchmark", "iteration", "iteration 0", "after", "change (points)", "paired test vs iteration 0"], rows)
+        + "\n\n"
+        + VERDICT_NOTE
+    )
+
+
 def render_card(
     run_dir: Path,
     manifest: dict[str, Any],
@@ -411,6 +450,9 @@ def render_card(
         f"- **Software:** lai {manifest.get('lai_version', '?')}, Python {manifest.get('python', '?')}",
         f"- **Training pools:** {', '.join(pools) or '-'}",
     ]
+    effect = _effect_section(run_dir, summaries)
+    if effect:
+        parts.append(effect)
     parts.append("## Provenance\n\n" + "\n".join(provenance))
     parts.append("### Checks\n\n" + "\n".join(_checks_lines(config, summaries)))
 
@@ -421,25 +463,28 @@ def render_card(
         rows.append(
             [
                 k, sources[k], instruct.get("requests", instruct.get("direct_samples", "-")), parse.get("parsed", "-"),
-                parse.get("kept", "-"), reasons_cell(parse.get("drop_reasons")), verify.get("checked", "-"),
-                verify.get("kept", "-"), reasons_cell(verify.get("drop_reasons")), train.get("examples", "-"),
-                sum(1 for e in exported if e.iteration == k),
+                "-" if (formed := well_formed(parse)) is None else formed, parse.get("kept", "-"),
+                reasons_cell(parse.get("drop_reasons")), verify.get("kept", "-"), reasons_cell(verify.get("drop_reasons")),
+                train.get("examples", "-"), sum(1 for e in exported if e.iteration == k),
             ]
         )  # fmt: skip
     parts.append(
-        "### Per iteration\n\nCounts from the run's stage summaries (`parse.done`, `verify.done`, ...).\n\n"
+        "### Per iteration\n\nCounts from the run's stage summaries (`parse.done`, `verify.done`, ...), "
+        "in the words of the run's report, defined below the table.\n\n"
         + markdown_table(
-            ["iteration", "source file", "requests", "samples parsed", "passed format", "dropped at parse",
-             "checked at verify", "kept", "dropped at verify", "trained on", "rows here"],  # fmt: skip
+            ["iteration", "source file", REQUESTS, PARSED, WELL_FORMED, KEPT_AFTER_PARSE, "dropped at parse",
+             KEPT_AFTER_VERIFY, "dropped at verify", TRAINED_ON, "rows here"],  # fmt: skip
             rows,
         )
+        + "\n\n"
+        + glossary_markdown()
     )
     contamination = contamination_rows(summaries)
     if contamination:
         parts.append(
-            "### Contamination\n\nSamples that overlap an evaluation set of the run (word n-grams or an "
-            "embedding near copy), among those checked; contaminated samples were dropped.\n\n"
-            + markdown_table(["iteration", "benchmark", "checked", "contaminated", "rate"], contamination)
+            f"### Contamination\n\nSamples that overlap an evaluation set of the run (word n-grams or an "
+            f"embedding near copy), among every {WELL_FORMED} sample; contaminated samples were dropped.\n\n"
+            + markdown_table(["iteration", "benchmark", f"{WELL_FORMED} samples checked", "contaminated", "rate"], contamination)
         )
     templates = manifest.get("templates") or {}
     used: dict[tuple[str, str], int] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import platform
+import threading
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,27 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-class Manifest:
-    """A JSON file rewritten atomically after every change."""
+#: Seconds between two heartbeats of a running stage: at most this much of an attempt
+#: killed without warning (kill -9, power loss) goes uncounted.
+HEARTBEAT_S = 5.0
 
-    def __init__(self, path: Path, *, seed: int, config_text: str) -> None:
+
+class Manifest:
+    """A JSON file rewritten atomically after every change.
+
+    Stage times count every attempt. A stage that fails records its time as it stops,
+    but one killed with ``kill -9`` cannot, so while a stage runs a heartbeat thread
+    writes its elapsed seconds into ``stages[key]["running"]`` every :data:`HEARTBEAT_S`
+    seconds; the next attempt finds that entry, books it as a killed attempt, and adds
+    its seconds. ``seconds`` is the total of all attempts, ``attempts`` their number,
+    and ``history`` one line per attempt (started, seconds, outcome).
+    """
+
+    def __init__(self, path: Path, *, seed: int, config_text: str, heartbeat_s: float = HEARTBEAT_S) -> None:
         self.path = path
+        self.heartbeat_s = heartbeat_s
+        self._lock = threading.RLock()
+        self._beats: dict[str, tuple[threading.Event, threading.Thread]] = {}
         self.data: dict[str, Any] = read_json(path, default=None) or {
             "lai_version": __version__,
             "created": now(),
@@ -48,36 +66,82 @@ class Manifest:
         self.save()
 
     def save(self) -> None:
-        self.data["updated"] = now()
-        atomic_write_json(self.path, self.data)
+        with self._lock:
+            self.data["updated"] = now()
+            atomic_write_json(self.path, self.data)
 
     def stage(self, key: str) -> dict[str, Any]:
         return self.data["stages"].setdefault(key, {"status": "pending", "seconds": 0.0, "attempts": 0})
 
     def stage_started(self, key: str) -> None:
+        with self._lock:
+            entry = self.stage(key)
+            self._book_killed(entry)
+            entry["status"] = "running"
+            entry["attempts"] += 1
+            entry.setdefault("started", now())
+            entry["running"] = {"started": now(), "seconds": 0.0}
+            self.save()
+        self._start_heartbeat(key)
+
+    def _book_killed(self, entry: dict[str, Any]) -> None:
+        """An attempt that left its heartbeat behind died without a word: count its time."""
+        running = entry.pop("running", None)
+        if not isinstance(running, dict):
+            return
+        seconds = float(running.get("seconds", 0.0))
+        entry["seconds"] = round(float(entry.get("seconds", 0.0)) + seconds, 2)
+        entry.setdefault("history", []).append(
+            {"started": running.get("started"), "seconds": round(seconds, 2), "outcome": "killed"}
+        )
+
+    def _start_heartbeat(self, key: str) -> None:
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
+                with self._lock:
+                    running = self.stage(key).get("running")
+                    if stop.is_set() or not isinstance(running, dict):
+                        return
+                    running["seconds"] = round(time.monotonic() - started, 2)
+                    self.save()
+
+        thread = threading.Thread(target=beat, name=f"manifest-heartbeat {key}", daemon=True)
+        self._beats[key] = (stop, thread)
+        thread.start()
+
+    def _end_attempt(self, key: str, seconds: float, outcome: str) -> dict[str, Any]:
+        beat = self._beats.pop(key, None)
+        if beat is not None:
+            beat[0].set()
         entry = self.stage(key)
-        entry["status"] = "running"
-        entry["attempts"] += 1
-        entry.setdefault("started", now())
-        self.save()
+        running = entry.pop("running", None) or {}
+        entry["seconds"] = round(float(entry.get("seconds", 0.0)) + seconds, 2)
+        entry.setdefault("history", []).append(
+            {"started": running.get("started"), "seconds": round(seconds, 2), "outcome": outcome}
+        )
+        return entry
 
     def stage_finished(self, key: str, seconds: float) -> None:
-        entry = self.stage(key)
-        entry["status"] = "done"
-        entry["seconds"] = round(entry["seconds"] + seconds, 2)
-        entry["finished"] = now()
-        self.save()
+        with self._lock:
+            entry = self._end_attempt(key, seconds, "done")
+            entry["status"] = "done"
+            entry["finished"] = now()
+            self.save()
 
     def stage_failed(self, key: str, seconds: float, error: str) -> None:
-        entry = self.stage(key)
-        entry["status"] = "failed"
-        entry["seconds"] = round(entry["seconds"] + seconds, 2)
-        entry["error"] = error[:500]
-        self.save()
+        with self._lock:
+            entry = self._end_attempt(key, seconds, "failed")
+            entry["status"] = "failed"
+            entry["error"] = error[:500]
+            self.save()
 
     def record_model(self, iteration: int, model: str, fingerprint: str) -> None:
-        self.data["models"][f"iter_{iteration:02d}"] = {"model": model, "fingerprint": fingerprint}
-        self.save()
+        with self._lock:
+            self.data["models"][f"iter_{iteration:02d}"] = {"model": model, "fingerprint": fingerprint}
+            self.save()
 
     def record_resume(self, changes: dict[str, list[Any]]) -> None:
         """A resume that changed how the run is carried out (lai.resume): when, and what.
@@ -88,6 +152,7 @@ class Manifest:
             self.save()
 
     def record_template(self, name: str, digest: str) -> None:
-        if self.data["templates"].get(name) != digest:
-            self.data["templates"][name] = digest
-            self.save()
+        with self._lock:
+            if self.data["templates"].get(name) != digest:
+                self.data["templates"][name] = digest
+                self.save()

@@ -498,7 +498,7 @@ class Pipeline:
     def evaluate(self, k: int, model: str) -> dict[str, Any]:
         scores = {}
         for key, (bench, samples) in self.benchmark_samples().items():
-            out = self.store.path(k, f"eval/{key.replace('/', '-').replace('@', '-')}.jsonl")
+            out = self.store.path(k, eval_file(key))
             scores[key] = summarize(self._answer(model, k, samples, out, f"evaluate {key}", bench))
         # Rows a task could not read were skipped (and logged with their ids): say how many.
         skipped = {key: len(self.task(b.task).skipped(b.pool)) for key, (b, _) in self.benchmark_samples().items()}
@@ -544,6 +544,12 @@ def embedding_cache() -> Path:
     """Embeddings are cached per machine, not per run: keyed by model and text, they are
     the same in every run, and embedding a 7k-question pool takes minutes on a CPU."""
     return cache_dir() / "embeddings"
+
+
+def eval_file(key: str) -> str:
+    """Where iteration k's per-item records of benchmark ``key`` live, under ``iter_k/``;
+    the reports read them back for the paired test of a change."""
+    return f"eval/{key.replace('/', '-').replace('@', '-')}.jsonl"
 
 
 def rate(part: int, whole: int) -> float | None:

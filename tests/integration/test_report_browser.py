@@ -99,7 +99,7 @@ def test_the_run_page_shows_its_numbers_in_a_real_browser(runs: dict[str, Path],
     # The funnel: errors found and kept samples per iteration, from the stage summaries.
     funnel = table_rows(page, "table.funnel")
     for row, k in zip(funnel, (1, 2), strict=True):
-        assert row[0] == str(k) and row[1] == str(summaries[k]["collect"]["wrong"])
+        assert row[0] == str(k) and row[1] == f"{summaries[k]['collect']['wrong']} of {summaries[k]['collect']['n']}"
         assert str(summaries[k]["verify"]["kept"]) in row
     # Fix rate: the three groups of each iteration with their counts.
     fix = table_rows(page, "table.fix")

@@ -153,12 +153,14 @@ def test_card_records_the_provenance(fake_run: tuple[Path, Any], exported: Path)
         (row,) = [r for r in table_rows(body, str(k)) if len(r) == 11]
         assert row[1] == "verified.jsonl"
         assert row[2] == str(s["instruct"]["requests"])
-        assert row[3] == str(s["parse"]["parsed"]) and row[4] == str(s["parse"]["kept"])
-        assert row[6] == str(s["verify"]["checked"]) and row[7] == str(s["verify"]["kept"])
+        well_formed = s["parse"]["parsed"] - s["parse"]["drop_reasons"].get("format", 0)
+        assert row[3:6] == [str(s["parse"]["parsed"]), str(well_formed), str(s["parse"]["kept"])]
+        assert s["verify"]["checked"] == s["parse"]["kept"] and row[7] == str(s["verify"]["kept"])
         for reason, n in s["verify"]["drop_reasons"].items():
             assert f"{reason} {n}" in row[8]
         assert row[9] == str(s["train"]["examples"])
         assert row[10] == str(sum(r["iteration"] == k for r in rows)) == row[7]
+        assert all(str(found["checked"]) == str(well_formed) for found in s["verify"]["contamination"].values())
         for bench, found in s["verify"]["contamination"].items():
             assert [str(k), bench, str(found["checked"]), str(found["contaminated"]), f"{100 * found['rate']:.1f}%"] in table_rows(body, str(k))
     for check in summaries[1]["verify"]["checks"]:

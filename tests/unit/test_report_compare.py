@@ -122,22 +122,32 @@ def test_funnel_runs_from_errors_to_training_with_both_stages_drop_reasons(runs:
     text = render_report(runs["le"])
     funnel = section(text, "From errors to training data")
     header = next(line for line in funnel.splitlines() if line.startswith("| iteration"))
-    for column in ("errors found", "held back as control", "requests", "samples parsed", "passed format",
-                   "passed verification (kept)", "trained on", "dropped at parse", "dropped at verify"):  # fmt: skip
+    for column in ("errors found", "held back (control)", "requests", "samples parsed", "well-formed",
+                   "kept after parse", "kept after verify", "trained on", "dropped at parse", "dropped at verify"):  # fmt: skip
         assert column in header
+    assert "passed format" not in text  # it meant two different counts (issue 18)
     summaries = load_summaries(runs["le"])
     for k in (1, 2):
         s = summaries[k]
-        (row,) = [r for r in table_rows(funnel, str(k)) if len(r) == 10]
+        (row,) = [r for r in table_rows(funnel, str(k)) if len(r) == 11]
         assert row[1] == f"{s['collect']['wrong']} of {s['collect']['n']}"
         assert row[2] == str(s["instruct"]["control_errors"])
         assert row[3] == str(s["instruct"]["requests"])
-        assert row[4:7] == [str(s["parse"]["parsed"]), str(s["parse"]["kept"]), str(s["verify"]["kept"])]
-        assert row[7].startswith(str(s["train"]["examples"]))
+        well_formed = s["parse"]["parsed"] - s["parse"]["drop_reasons"].get("format", 0)
+        assert row[4:8] == [str(s["parse"]["parsed"]), str(well_formed), str(s["parse"]["kept"]), str(s["verify"]["kept"])]
+        assert row[8].startswith(str(s["train"]["examples"]))
         for reason, n in s["parse"]["drop_reasons"].items():
-            assert f"{reason} {n}" in row[8]
-        for reason, n in s["verify"]["drop_reasons"].items():
             assert f"{reason} {n}" in row[9]
+        for reason, n in s["verify"]["drop_reasons"].items():
+            assert f"{reason} {n}" in row[10]
+        # The contamination table counts the same well-formed samples, under the same name.
+        contamination = table_rows(section(text, "Checks"), str(k))
+        assert any(r[1] == "gsm8k/test" and r[2] == str(well_formed) for r in contamination)
+    assert "well-formed samples checked" in section(text, "Checks")
+    # Every term is defined once, in its own section.
+    terms = section(text, "Terms")
+    for term in ("errors found", "held back (control)", "samples parsed", "well-formed", "kept after parse", "kept after verify", "trained on"):
+        assert f"- **{term}**:" in terms
     # The fakes drop unparseable replies at parse and duplicates at verify.
     assert "unparseable reply" in funnel and "duplicate" in funnel
 
@@ -221,8 +231,8 @@ def test_an_old_run_without_verify_or_retest_still_renders(runs: dict[str, Path]
     for title in ("Checks", "Fix rate", "Errors by diagnosis"):
         assert f"## {title}" not in text
     assert "## Scores" in text and "## Training" in text and "## What the instructor saw and wrote" in text
-    row = [r for r in table_rows(section(text, "From errors to training data"), "1") if len(r) == 10][0]
-    assert row[2] == "-" and row[6] == "-" and row[9] == "-"
+    row = [r for r in table_rows(section(text, "From errors to training data"), "1") if len(r) == 11][0]
+    assert row[2] == "-" and row[7] == "-" and row[10] == "-"
     (compared,) = compare_runs([run])
     assert compared.targeted is None and compared.trained_on == 20
     assert comparison_table([compared])[1][0][-3:-1] == ["-", "-"]
@@ -268,8 +278,11 @@ def test_compare_has_a_row_per_run_with_strategy_samples_and_deltas(runs: dict[s
 
     text = render_markdown(rows)
     table = [line for line in text.splitlines() if line.startswith("|")]
-    assert len(table) == 1 + 1 + 3  # header, rule, one row per run
+    main = text[: text.index("## Is the difference more than noise?")]
+    assert len([line for line in main.splitlines() if line.startswith("|")]) == 1 + 1 + 3  # header, rule, one row per run
     assert "| le | le | 2 | 20 | 40.0% (+30.0) | - |" in text
+    # Then every pair of runs on each benchmark both evaluated (gsm8k/test@lm-eval is orig's alone).
+    assert len(table) == 5 + 2 + 3
 
 
 def test_compare_prices_instruct_and_resolve_tokens(runs: dict[str, Path], tmp_path: Path) -> None:

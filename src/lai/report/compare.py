@@ -2,7 +2,9 @@
 
 One row per run: its strategy, how far it got, how many samples it trained on, the score
 on every benchmark at its last evaluated iteration with the change from its own
-iteration 0, the fix rate of targeted vs control errors, and what the instructor cost.
+iteration 0, the fix rate of targeted vs control errors, and what the instructor cost;
+then, for every pair of runs, whether their difference on each benchmark is
+distinguishable from noise (McNemar's exact test on the items both answered).
 Built only from the run directories, like ``report.md``; :func:`compare_runs` gives the
 rows as data and :func:`comparison_table` as strings, so the terminal (rich), markdown
 and HTML renderers share them.
@@ -17,6 +19,8 @@ from typing import Any
 
 from lai.pipeline import load_summaries
 from lai.report.markdown import markdown_table, resolve_usage, strategy_label
+from lai.report.paired import VERDICT_NOTE, outcomes, verdict_cell
+from lai.report.stats import PairedTest, paired_test
 from lai.store import RunStore, read_json, require_run_dir, saved_config
 
 
@@ -186,6 +190,51 @@ def comparison_table(rows: Sequence[RunRow]) -> tuple[list[str], list[list[str]]
     return header, cells
 
 
+@dataclass(frozen=True)
+class PairRow:
+    """Two runs on one benchmark: the paired test on the items both evaluated."""
+
+    first: str
+    second: str
+    benchmark: str
+    test: PairedTest
+
+
+def pair_tests(rows: Sequence[RunRow]) -> list[PairRow]:
+    """Every pair of runs, on every benchmark both evaluated, at each run's last evaluated iteration.
+
+    Runs of one config answer the same benchmark items, so their difference is a paired
+    comparison: the per-item records say which items one run gets right and the other
+    wrong, and McNemar's exact test says whether that is more than noise.
+    """
+    names = _names(rows)
+    pairs = []
+    for i, first in enumerate(rows):
+        for j in range(i + 1, len(rows)):
+            second = rows[j]
+            for bench in benchmarks(rows):
+                a, b = first.scores.get(bench), second.scores.get(bench)
+                if a is None or b is None:
+                    continue
+                before = outcomes(first.run_dir, a.iteration, bench)
+                after = outcomes(second.run_dir, b.iteration, bench)
+                test = paired_test(before, after) if before is not None and after is not None else None
+                if test is not None:
+                    pairs.append(PairRow(names[i], names[j], bench, test))
+    return pairs
+
+
+def pairs_table(pairs: Sequence[PairRow]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of cells) of :func:`pair_tests`, for every renderer."""
+    header = ["run A", "run B", "benchmark", "items", "A right", "B right", "only A right", "only B right", "paired test"]
+    cells = [
+        [p.first, p.second, p.benchmark, str(p.test.items), str(p.test.before), str(p.test.after),
+         str(p.test.lost), str(p.test.gained), verdict_cell(p.test)]  # fmt: skip
+        for p in pairs
+    ]
+    return header, cells
+
+
 NOTES = """\
 Scores are at each run's last evaluated iteration, with the change from that run's own
 iteration 0 in points. *Trained on* sums the samples of every iteration's training set.
@@ -197,7 +246,18 @@ means the strategy never asked the instructor.
 """
 
 
+PAIRS_NOTES = (
+    "Each pair of runs on each benchmark both evaluated, at each run's last evaluated iteration, "
+    "on the items both answered: *only A right* and *only B right* are the items that tell them "
+    "apart. " + VERDICT_NOTE
+)
+
+
 def render_markdown(rows: Sequence[RunRow]) -> str:
     header, cells = comparison_table(rows)
     runs = "\n".join(f"- {name}: `{row.run_dir}`" for name, row in zip(_names(rows), rows, strict=True))
-    return f"# lai compare\n\n{markdown_table(header, cells)}\n\n{NOTES}\nRun directories:\n\n{runs}\n"
+    text = f"# lai compare\n\n{markdown_table(header, cells)}\n\n{NOTES}\n"
+    pairs = pair_tests(rows)
+    if pairs:
+        text += f"## Is the difference more than noise?\n\n{markdown_table(*pairs_table(pairs))}\n\n{PAIRS_NOTES}\n\n"
+    return text + f"Run directories:\n\n{runs}\n"

@@ -19,17 +19,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from lai.pipeline import load_summaries
 from lai.report import plots
-from lai.report.compare import compare_runs, comparison_table
-from lai.report.markdown import (
-    DIRECT_STRATEGIES,
-    FIX_GROUPS,
-    contamination_rows,
-    resolve_usage,
-    strategy_label,
-)
+from lai.report.compare import PAIRS_NOTES, compare_runs, comparison_table, pair_tests, pairs_table
+from lai.report.markdown import FIX_GROUPS, build_report, strategy_label
+from lai.report.paired import VERDICT_NOTE, change_test, verdict_cell
 from lai.report.stats import format_interval
+from lai.report.terms import (
+    CONTROL,
+    ERRORS_FOUND,
+    KEPT_AFTER_PARSE,
+    KEPT_AFTER_VERIFY,
+    PARSED,
+    REQUESTS,
+    TRAINED_ON,
+    WELL_FORMED,
+    well_formed,
+)
 from lai.store import RunStore, atomic_write_text, read_json, require_run_dir, saved_config
 
 DIAGNOSIS_GROUPS = 12  # groups shown per iteration; the rest are counted
@@ -62,18 +70,45 @@ class RunView:
     run_dir: str
     config: dict[str, Any]
     strategy: str
+    preamble: Markup = Markup("")
     summary: Table | None = None
-    score_figures: list[Figure] = field(default_factory=list)
-    score_table: Table | None = None
-    funnel_figures: list[Figure] = field(default_factory=list)
-    funnel_table: Table | None = None
-    contamination: Table | None = None
-    fix_figures: list[Figure] = field(default_factory=list)
-    fix_table: Table | None = None
-    cost_table: Table | None = None
-    time_figure: Figure | None = None
+    sections: list[Section] = field(default_factory=list)
     diagnoses: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    """One section of report.md, rendered, with the plots that belong beside it."""
+
+    title: str
+    html: Markup
+    css: str
+    figures: list[Figure] = field(default_factory=list)
+
+
+# ---- report.md, rendered -------------------------------------------------------------
+
+#: Class of each report.md section's tables on the page (what a reader's style sheet or a test selects).
+SECTION_CSS = {
+    "Scores": "scores", "From errors to training data": "funnel", "Terms": "terms", "Checks": "checks",
+    "Fix rate": "fix", "Errors by diagnosis": "diagnoses", "Training": "training", "Cost and time": "cost",
+    "Files": "files",
+}  # fmt: skip
+
+
+def markdown_html(text: str, table_class: str = "") -> Markup:
+    """report.md's markdown as HTML, safe for untrusted text inside it.
+
+    Raw HTML is escaped, not passed through (model output appears in the report), and
+    links and images are not rendered, so the page never fetches anything.
+    """
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table").disable(["image", "link", "autolink"], True)
+    html = md.render(text)
+    if table_class:
+        html = html.replace("<table>", f'<table class="{table_class}">')
+    return Markup(html)  # noqa: S704 - markdown-it escaped every piece of text
 
 
 # ---- reading a run --------------------------------------------------------------------
@@ -100,19 +135,21 @@ def _pct(correct: int, n: int) -> str:
     return f"{100 * correct / n:.1f}%" if n else "-"
 
 
-def summary_table(series: dict[str, list[plots.Point]], config: dict[str, Any]) -> Table | None:
-    """The paper's Table 1 view: start, end and change per benchmark, in- vs out-of-domain."""
+def summary_table(series: dict[str, list[plots.Point]], config: dict[str, Any], run_dir: Path | None = None) -> Table | None:
+    """The paper's Table 1 view: start, end, change and its paired test per benchmark, in- vs out-of-domain."""
     domain = in_domain(config)
     rows = []
     for bench, points in sorted(series.items(), key=lambda item: (item[0].split("/")[0] not in domain, item[0])):
         first, last = points[0], points[-1]
         delta = 100 * (last.score - first.score) if last.iteration != first.iteration else None
+        test = change_test(run_dir, last.iteration, bench, against=first.iteration) if run_dir and delta is not None else None
         rows.append([
             bench,
             "in-domain" if bench.split("/")[0] in domain else "out-of-domain",
             f"{_pct(first.correct, first.n)} ({format_interval(first.correct, first.n)})",
             f"{_pct(last.correct, last.n)} ({format_interval(last.correct, last.n)})" if delta is not None else "-",
             f"{delta:+.1f}" if delta is not None else "-",
+            verdict_cell(test),
             last.n,
         ])  # fmt: skip
     if not rows:
@@ -125,66 +162,41 @@ def summary_table(series: dict[str, list[plots.Point]], config: dict[str, Any]) 
     caption = (
         f"Iteration {series and min(p.iteration for ps in series.values() for p in ps)} against the last "
         "evaluated iteration; 95 % Wilson intervals in brackets. " + "; ".join(averages)
+        + ". " + VERDICT_NOTE.replace("*", "")
     )
-    return Table(["benchmark", "domain", "start", "last", "change (points)", "n"], rows, caption)
+    return Table(["benchmark", "domain", "start", "last", "change (points)", "paired test", "n"], rows, caption)
 
 
-def _funnel(k: int, s: dict[str, Any]) -> tuple[list[tuple[str, int]], list[Any]] | None:
+def _funnel(k: int, s: dict[str, Any]) -> list[tuple[str, int]] | None:
+    """The funnel plot's bars, in the report's vocabulary (:mod:`lai.report.terms`)."""
     collect, instruct, parse, verify, train = (s.get(n) or {} for n in ("collect", "instruct", "parse", "verify", "train"))
     if not collect:
         return None
-    steps = [("errors found", int(collect.get("wrong", 0)))]
+    steps = [(ERRORS_FOUND, int(collect.get("wrong", 0)))]
     if "control_errors" in instruct:
-        steps.append(("shown (not control)", int(collect.get("wrong", 0)) - int(instruct["control_errors"])))
+        steps.append((CONTROL, int(instruct["control_errors"])))
     if "direct_samples" in instruct:
         steps.append(("real rows picked", int(instruct["direct_samples"])))
     elif "requests" in instruct:
-        steps.append(("requests", int(instruct.get("requests", 0))))
+        steps.append((REQUESTS, int(instruct.get("requests", 0))))
     if parse:
-        steps += [("samples parsed", int(parse.get("parsed", 0))), ("passed format", int(parse.get("kept", 0)))]
+        steps += [(PARSED, int(parse.get("parsed", 0))), (WELL_FORMED, well_formed(parse) or 0), (KEPT_AFTER_PARSE, int(parse.get("kept", 0)))]
     if verify:
-        steps.append(("passed verification", int(verify.get("kept", 0))))
+        steps.append((KEPT_AFTER_VERIFY, int(verify.get("kept", 0))))
     if train:
-        steps.append(("trained on", int(train.get("examples", 0)) if train.get("trained") else 0))
-    reasons = {**{f"parse: {r}": c for r, c in (parse.get("drop_reasons") or {}).items()},
-               **{f"verify: {r}": c for r, c in (verify.get("drop_reasons") or {}).items()}}  # fmt: skip
-    row = [k, *(value for _, value in steps), "; ".join(f"{r} {c}" for r, c in reasons.items()) or "none"]
-    return steps, row
+        steps.append((TRAINED_ON, int(train.get("examples", 0)) if train.get("trained") else 0))
+    return steps
 
 
-def _fix(summaries: dict[int, dict[str, Any]]) -> tuple[list[Figure], Table | None]:
-    figures, rows = [], []
+def _fix_figures(summaries: dict[int, dict[str, Any]]) -> list[Figure]:
+    figures = []
     for k, s in sorted(summaries.items()):
         retest = s.get("retest")
         if not retest:
             continue
         groups = [(name, int(retest[name]["fixed"]), int(retest[name]["n"])) for name in FIX_GROUPS if name in retest]
         figures.append(Figure(f"Iteration {k}", data_uri(plots.rate_bars(groups, f"fix rate, iteration {k}"))))
-        for name, fixed, n in groups:
-            rows.append([k, name, n, fixed, _pct(fixed, n), format_interval(fixed, n)])
-    caption = (
-        "The trained model re-answers this iteration's errors. Targeted errors have at least one kept "
-        "sample made from them; control errors were held back from the strategy by a seeded draw, so "
-        "their rate is what training did in general; the gap is what targeting added. Overlapping "
-        "intervals mean the gap may be chance."
-    )
-    table = Table(["iteration", "errors", "n", "fixed", "rate", "95 % interval"], rows, caption) if rows else None
-    return figures, table
-
-
-def _cost(store: RunStore, summaries: dict[int, dict[str, Any]], prices: dict[str, Any]) -> Table | None:
-    rows = []
-    for k, s in sorted(summaries.items()):
-        instruct = s.get("instruct") or {}
-        if instruct and "direct_samples" not in instruct:
-            rows.append([k, "write samples", ", ".join(instruct.get("models", [])) or "-", instruct.get("requests", 0),
-                         instruct.get("prompt_tokens", 0), instruct.get("completion_tokens", 0), f"${instruct.get('cost_usd', 0):.4f}"])  # fmt: skip
-        usage = resolve_usage(store, k, prices) if k > 0 else None
-        if usage and usage["ok"] + usage["failed"]:
-            rows.append([k, "re-solve (verify)", ", ".join(usage["models"]) or "-", usage["ok"] + usage["failed"],
-                         usage["prompt_tokens"], usage["completion_tokens"], f"${usage['cost_usd']:.4f}"])  # fmt: skip
-    header = ["iteration", "requests for", "instructor", "requests", "prompt tokens", "completion tokens", "cost"]
-    return Table(header, rows, "Cost from instructor.prices (USD per 1M tokens).") if rows else None
+    return figures
 
 
 def _diagnoses(store: RunStore, summaries: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -215,50 +227,35 @@ def run_view(run_dir: Path) -> RunView:
         strategy=strategy_label(strategy_cfg),
     )  # fmt: skip
     series = score_points(run_dir)
-    view.summary = summary_table(series, config)
-    view.score_figures = [Figure(bench, data_uri(plots.score_lines({bench: points}, bench))) for bench, points in sorted(series.items())]
-    score_rows = [[bench, p.iteration, p.correct, p.n, _pct(p.correct, p.n), format_interval(p.correct, p.n)] for bench, points in sorted(series.items()) for p in points]
-    view.score_table = Table(["benchmark", "iteration", "correct", "n", "score", "95 % interval"], score_rows) if score_rows else None
-
-    funnel_rows = []
-    header: list[str] = []
-    for k, s in sorted(summaries.items()):
-        found = _funnel(k, s) if k > 0 else None
-        if found:
-            steps, row = found
-            view.funnel_figures.append(Figure(f"Iteration {k}", data_uri(plots.funnel_bars(steps, f"iteration {k}: errors to training data"))))
-            header = ["iteration", *(label for label, _ in steps), "drop reasons"]
-            funnel_rows.append(row)
-    view.funnel_table = Table(header, funnel_rows) if funnel_rows else None
-
-    contamination = contamination_rows(summaries)
-    if contamination:
-        view.contamination = Table(
-            ["iteration", "benchmark", "samples checked", "contaminated", "rate"], contamination,
-            "Generated samples overlapping an evaluation set (13-gram overlap or embedding near copy).",
-        )  # fmt: skip
-    view.fix_figures, view.fix_table = _fix(summaries)
-    view.cost_table = _cost(store, summaries, (config.get("instructor") or {}).get("prices") or {})
+    view.summary = summary_table(series, config, run_dir)
+    figures: dict[str, list[Figure]] = {
+        "Scores": [Figure(bench, data_uri(plots.score_lines({bench: points}, bench))) for bench, points in sorted(series.items())],
+        "From errors to training data": [
+            Figure(f"Iteration {k}", data_uri(plots.funnel_bars(steps, f"iteration {k}: errors to training data")))
+            for k, s in sorted(summaries.items())
+            if k > 0 and (steps := _funnel(k, s))
+        ],
+        "Fix rate": _fix_figures(summaries),
+    }
     manifest = read_json(run_dir / "manifest.json", default={}) or {}
     durations = [(key, float(entry.get("seconds", 0))) for key, entry in (manifest.get("stages") or {}).items()]
     if durations:
-        view.time_figure = Figure("Wall time per stage", data_uri(plots.duration_bars(durations, "wall time per stage")))
+        figures["Cost and time"] = [Figure("Wall time per stage, all attempts", data_uri(plots.duration_bars(durations, "wall time per stage")))]
+    report = build_report(run_dir)
+    view.preamble = markdown_html(report.preamble)
+    view.sections = [
+        Section(title, markdown_html(body, SECTION_CSS.get(title, "")), SECTION_CSS.get(title, ""), figures.get(title, []))
+        for title, body in report.sections
+    ]
     view.diagnoses = _diagnoses(store, summaries)
-    if strategy_cfg.get("name") in DIRECT_STRATEGIES:
-        view.notes.append(f"Strategy {strategy_cfg.get('name')} trains on real training rows; no instructor was asked.")
-    instructor = config.get("instructor") or {}
-    if (instructor.get("local") or {}).get("enabled") and strategy_cfg.get("name") not in DIRECT_STRATEGIES:
-        view.notes.append(
-            "The instructor is a small local model; if it is the embedded 135M model, expect format "
-            "changes rather than accuracy gains, and read small differences as noise."
-        )
     return view
 
 
 # ---- several runs ---------------------------------------------------------------------
 
 
-def comparison(run_dirs: list[Path]) -> tuple[Table, list[Figure]]:
+def comparison(run_dirs: list[Path]) -> tuple[Table, list[Figure], Table | None]:
+    """The comparison table, one overlay plot per benchmark, and the paired test of every pair of runs."""
     rows = compare_runs(run_dirs)
     header, cells = comparison_table(rows)
     per_run = {row.name: score_points(row.run_dir) for row in rows}
@@ -268,7 +265,9 @@ def comparison(run_dirs: list[Path]) -> tuple[Table, list[Figure]]:
         for bench in benches
     ]
     caption = "The runs side by side: scores at each run's last evaluated iteration with the change from its iteration 0."
-    return Table(header, cells, caption), figures
+    pairs = pair_tests(rows)
+    pair_table = Table(*pairs_table(pairs), PAIRS_NOTES.replace("*", "")) if pairs else None
+    return Table(header, cells, caption), figures, pair_table
 
 
 # ---- rendering ------------------------------------------------------------------------

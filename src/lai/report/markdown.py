@@ -8,15 +8,30 @@ left out rather than shown empty.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lai.config import EMBEDDED_MODEL
 from lai.instructor.ledger import cost_of
+from lai.manifest import HEARTBEAT_S
 from lai.pipeline import load_summaries
-from lai.quality.diagnoses import NO_DIAGNOSIS
+from lai.quality.diagnoses import NO_DIAGNOSIS, NO_USABLE_DIAGNOSIS, NOT_DIAGNOSES
 from lai.records import Attempt, GeneratedSample, InstructRecord
-from lai.report.stats import format_interval, wilson_interval
+from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell, verdict_lines
+from lai.report.stats import PairedTest, format_interval, wilson_interval
+from lai.report.terms import (
+    CONTROL,
+    ERRORS_FOUND,
+    KEPT_AFTER_PARSE,
+    KEPT_AFTER_VERIFY,
+    PARSED,
+    REQUESTS,
+    TRAINED_ON,
+    WELL_FORMED,
+    glossary_markdown,
+    well_formed,
+)
 from lai.store import RunStore, atomic_write_text, read_json, read_records, saved_config
 
 STAGES = ("select", "collect", "instruct", "parse", "verify", "train", "evaluate", "retest")
@@ -159,7 +174,7 @@ def _strategy_words(strategy: dict[str, Any]) -> str:
 # ---- scores ---------------------------------------------------------------------------
 
 
-def _scores_section(summaries: dict[int, dict[str, Any]]) -> str:
+def _scores_section(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int, str], PairedTest]) -> str:
     evals = {k: s["evaluate"]["scores"] for k, s in sorted(summaries.items()) if "evaluate" in s}
     if not evals:
         return "_No evaluation has finished yet._"
@@ -169,11 +184,20 @@ def _scores_section(summaries: dict[int, dict[str, Any]]) -> str:
         for bench, result in scores.items():
             base = baseline.get(bench)
             delta = "" if base is None or k == 0 else f"{100 * (result['score'] - base['score']):+.1f} pts"
-            rows.append([k, bench, _pct(result["score"]), f"{result['correct']}/{result['n']}", delta])
-    table = markdown_table(["iteration", "benchmark", "score", "correct / n", "delta vs iteration 0"], rows)
+            verdict = "" if k == 0 else verdict_cell(tests.get((k, bench)))
+            rows.append(
+                [k, bench, _pct(result["score"]), f"{result['correct']}/{result['n']}",
+                 format_interval(int(result["correct"]), int(result["n"])), delta, verdict]
+            )  # fmt: skip
+    header = ["iteration", "benchmark", "score", "correct / n", "95% interval", "delta vs iteration 0", "paired test vs iteration 0"]
+    parts = [markdown_table(header, rows)]
+    lines = verdict_lines(tests)
+    if lines:
+        parts.append("\n".join(f"- {line}" for line in lines))
     sizes = sorted({result["n"] for scores in evals.values() for result in scores.values() if result["n"]})
     noise = ", ".join(f"{100 / n:.1f} points at n = {n}" for n in sizes)
-    return table + f"\n\nOne question is {noise}: small deltas on small benchmarks are noise, not progress."
+    parts.append(f"One question is {noise}. {VERDICT_NOTE}")
+    return "\n\n".join(parts)
 
 
 # ---- the funnel -----------------------------------------------------------------------
@@ -199,6 +223,7 @@ def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
             requests: Any = f"none ({instruct['direct_samples']} real rows)"
         else:
             requests = instruct.get("requests", "-")
+        formed = well_formed(parse)
         rows.append(
             [
                 k,
@@ -206,6 +231,7 @@ def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
                 instruct.get("control_errors", "-"),
                 requests,
                 parse.get("parsed", "-"),
+                "-" if formed is None else formed,
                 parse.get("kept", "-"),
                 verify.get("kept", "-"),
                 _trained_on(train),
@@ -216,19 +242,18 @@ def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
     if not rows:
         return "_No iteration has collected errors yet._"
     header = [
-        "iteration", "errors found", "held back as control", "requests", "samples parsed", "passed format",
-        "passed verification (kept)", "trained on", "dropped at parse", "dropped at verify",
+        "iteration", f"{ERRORS_FOUND} (of questions)", CONTROL, REQUESTS, PARSED, WELL_FORMED,
+        KEPT_AFTER_PARSE, KEPT_AFTER_VERIFY, TRAINED_ON, "dropped at parse", "dropped at verify",
     ]  # fmt: skip
     return markdown_table(header, rows)
 
 
 FUNNEL_INTRO = """\
-Errors found in the training questions, the errors held back as the fix rate's control
-group, the requests sent to the instructor, and what became of the samples it wrote. At
-parse a sample is dropped when it is malformed (`format`), repeats the question or the
-prompt's example (`copy`), repeats another sample (`duplicate`), or its reply could not
-be read (`unparseable reply`, `request failed`: these count replies, not samples). At
-verify it is dropped when it nearly repeats another sample or a training row
+What became of each iteration's errors, step by step; the column names are defined under
+*Terms* below. At parse a sample is dropped when it is malformed (`format`), repeats the
+question or the prompt's example (`copy`), repeats another sample (`duplicate`), or its
+reply could not be read (`unparseable reply`, `request failed`: these count replies, not
+samples). At verify it is dropped when it nearly repeats another sample or a training row
 (`duplicate`), overlaps an evaluation set (`contaminated`), or its answer does not hold
 up (`failed verification`: the instructor's own re-solutions disagree, or a code
 sample's solution fails its tests).
@@ -254,15 +279,16 @@ def _checks_section(summaries: dict[int, dict[str, Any]]) -> str:
         "What the verify stage checked before anything was trained on. Re-solving asks the "
         "instructor to answer each math or multiple-choice sample again without seeing its "
         "answer; it costs one request per solution.",
-        markdown_table(["iteration", "checks run", "samples in", "kept", "dropped by reason", "re-solve requests"], rows),
+        markdown_table(
+            ["iteration", "checks run", f"{KEPT_AFTER_PARSE} (checked)", KEPT_AFTER_VERIFY, "dropped at verify", "re-solve requests"], rows
+        ),
     ]
     if contamination:
         parts += [
-            "Contamination: samples that overlap an evaluation set (word 13-grams or an embedding "
-            "near copy). Every sample that passed the format check is counted, duplicates "
-            "included, so the rate describes what the instructor wrote; contaminated samples "
-            "are never trained on.",
-            markdown_table(["iteration", "benchmark", "samples checked", "contaminated", "rate"], contamination),
+            f"Contamination: samples that overlap an evaluation set (word 13-grams or an embedding "
+            f"near copy). Every *{WELL_FORMED}* sample is checked, copies and duplicates included, "
+            "so the rate describes what the instructor wrote; contaminated samples are never trained on.",
+            markdown_table(["iteration", "benchmark", f"{WELL_FORMED} samples checked", "contaminated", "rate"], contamination),
         ]
     return "\n\n".join(parts)
 
@@ -333,17 +359,35 @@ def _diagnosis_example(group: dict[str, Any]) -> str:
 
 
 def _diagnoses_iteration(k: int, data: dict[str, Any]) -> str:
-    groups = sorted(data.get("groups") or [], key=lambda g: (g.get("label") == NO_DIAGNOSIS, -g.get("n", 0), g.get("label", "")))
-    if not any(g.get("label") != NO_DIAGNOSIS for g in groups):
+    groups = sorted(data.get("groups") or [], key=lambda g: (g.get("label") in NOT_DIAGNOSES, -g.get("n", 0), g.get("label", "")))
+    if all(g.get("label") == NO_DIAGNOSIS for g in groups):
         return ""  # nothing was diagnosed (a real-row baseline, or every reply failed)
     rows = [[_shorten(g.get("label", ""), 120), g.get("n", 0), g.get("fixed", 0), g.get("kept_samples", 0)] for g in groups[:DIAGNOSIS_ROWS]]
     parts = [f"### Iteration {k}", markdown_table(["diagnosis", "errors", "fixed after training", "kept samples"], rows)]
     rest = groups[DIAGNOSIS_ROWS:]
     if rest:
         parts.append(f"... and {len(rest)} more groups ({sum(g.get('n', 0) for g in rest)} errors) in `iter_{k:02d}/diagnoses.json`.")
-    examples = [_diagnosis_example(g) for g in groups if g.get("label") != NO_DIAGNOSIS][:DIAGNOSIS_EXAMPLES]
+    copies = _copied_diagnoses(groups)
+    if copies:
+        parts.append(copies)
+    examples = [_diagnosis_example(g) for g in groups if g.get("label") not in NOT_DIAGNOSES][:DIAGNOSIS_EXAMPLES]
     parts += [e for e in examples if e]
     return "\n\n".join(parts)
+
+
+def _copied_diagnoses(groups: list[dict[str, Any]]) -> str:
+    """What the errors without a usable diagnosis were given instead, most frequent first."""
+    copied: dict[tuple[str, str], int] = {}
+    for group in groups:
+        if group.get("label") != NO_USABLE_DIAGNOSIS:
+            continue
+        for error in group.get("errors") or []:
+            key = (str(error.get("diagnosis_problem") or "?"), _shorten(error.get("diagnosis", ""), 160))
+            copied[key] = copied.get(key, 0) + 1
+    if not copied:
+        return ""
+    lines = [f"- {n} error(s): {problem}: \"{text}\"" for (problem, text), n in sorted(copied.items(), key=lambda item: (-item[1], item[0]))]
+    return "Diagnoses not counted as the instructor's (no usable diagnosis):\n\n" + "\n".join(lines)
 
 
 def _diagnoses_section(store: RunStore, summaries: dict[int, dict[str, Any]]) -> str:
@@ -359,8 +403,11 @@ def _diagnoses_section(store: RunStore, summaries: dict[int, dict[str, Any]]) ->
     intro = (
         "The instructor opens each reply with a diagnosis of what the target got wrong. Errors "
         "whose diagnoses mean nearly the same are grouped (sentence embeddings, cosine "
-        "similarity); *fixed after training* is from the retest. Errors held back as the "
-        "control group were never shown to the instructor and have no diagnosis."
+        "similarity); *fixed after training* is from the retest. A diagnosis is checked like a "
+        "sample first: one that copies the prompt template's example diagnosis or repeats the "
+        "question is not the instructor's finding, and its error is counted under *no usable "
+        "diagnosis*. Errors held back as the control group were never shown to the instructor "
+        "and have no diagnosis."
     )
     return "\n\n".join([intro, *parts])
 
@@ -406,12 +453,36 @@ def _cost_section(store: RunStore, summaries: dict[int, dict[str, Any]], manifes
             rows.append([k, "re-solve (verify)", ", ".join(usage["models"]) or "-", usage["ok"], usage["failed"], usage["prompt_tokens"], usage["completion_tokens"], f"${usage['cost_usd']:.4f}"])
     header = ["iteration", "requests for", "instructor model", "replies", "failed", "prompt tokens", "completion tokens", "cost (instructor.prices)"]
     tokens = markdown_table(header, rows) if rows else ""
-    stage_rows = []
-    for key, entry in manifest.get("stages", {}).items():
+    return "\n\n".join(part for part in (tokens, _times(manifest)) if part)
+
+
+def stage_time_rows(manifest: dict[str, Any]) -> list[list[Any]]:
+    """[iteration, stage, status, seconds of all attempts, attempts, how they ended] per stage."""
+    rows = []
+    for key, entry in (manifest.get("stages") or {}).items():
         iteration, _, stage = key.partition("/")
-        stage_rows.append([iteration, stage, entry.get("status", "?"), f"{entry.get('seconds', 0):.1f}", entry.get("attempts", 1)])
-    times = markdown_table(["iteration", "stage", "status", "wall seconds", "runs"], stage_rows) if stage_rows else ""
-    return "\n\n".join(part for part in (tokens, times) if part)
+        history = entry.get("history") or []
+        outcomes: dict[str, int] = {}
+        for attempt in history:
+            outcomes[attempt.get("outcome", "?")] = outcomes.get(attempt.get("outcome", "?"), 0) + 1
+        if entry.get("status") == "running":
+            outcomes["running now"] = 1
+        ended = ", ".join(f"{n} {outcome}" for outcome, n in outcomes.items()) or "-"
+        rows.append([iteration, stage, entry.get("status", "?"), f"{float(entry.get('seconds', 0)):.1f}", entry.get("attempts", 1), ended])
+    return rows
+
+
+def _times(manifest: dict[str, Any]) -> str:
+    rows = stage_time_rows(manifest)
+    if not rows:
+        return ""
+    total = sum(float(row[3]) for row in rows)
+    return (
+        f"Wall time per stage, summed over every attempt (from `manifest.json`): {total / 60:.1f} min in all. "
+        "An attempt killed without warning is counted up to its last heartbeat, at most "
+        f"{HEARTBEAT_S:.0f} s before it died.\n\n"
+        + markdown_table(["iteration", "stage", "status", "wall seconds (all attempts)", "attempts", "attempts ended"], rows)
+    )
 
 
 # ---- a worked example -----------------------------------------------------------------
@@ -471,7 +542,24 @@ def _example_section(store: RunStore, k: int) -> str:
 # ---- the report -----------------------------------------------------------------------
 
 
-def render_report(run_dir: Path) -> str:
+@dataclass(frozen=True)
+class Report:
+    """report.md as parts: a title, the text before the first section, and (title, body) sections.
+
+    report.md joins them; report.html renders the same parts (with its plots beside
+    them), so the two cannot drift apart.
+    """
+
+    title: str
+    preamble: str
+    sections: list[tuple[str, str]]
+
+    def markdown(self) -> str:
+        parts = [f"# {self.title}", self.preamble, *(f"## {title}\n\n{body}" for title, body in self.sections)]
+        return "\n\n".join(parts) + "\n"
+
+
+def build_report(run_dir: Path) -> Report:
     store = RunStore(run_dir)
     config = saved_config(run_dir)
     manifest = read_json(run_dir / "manifest.json", default={}) or {}
@@ -482,12 +570,9 @@ def render_report(run_dir: Path) -> str:
     local = instructor.get("local") or {}
     direct = strategy in DIRECT_STRATEGIES
     intro = BASELINE_INTRO if direct else INTRO
-    sections = [
-        f"# lai report: {config.get('name', run_dir.name)}",
-        intro.format(strategy=strategy, strategy_words=_strategy_words(strategy_cfg)),
-    ]
+    preamble = [intro.format(strategy=strategy, strategy_words=_strategy_words(strategy_cfg))]
     if local.get("enabled") and local.get("model") == EMBEDDED_MODEL and not direct:
-        sections.append(WEAK_INSTRUCTOR)
+        preamble.append(WEAK_INSTRUCTOR)
     target = (config.get("target") or {}).get("model", "?")
     if direct:
         instructor_name = f"not used (strategy `{strategy}` trains on real rows)"
@@ -496,41 +581,50 @@ def render_report(run_dir: Path) -> str:
     else:
         where = f" at {instructor['base_url']}" if instructor.get("base_url") else ""
         instructor_name = f"`{instructor.get('model')}`{where} (backend {instructor.get('backend', '?')})"
-    sections += [
+    preamble.append(
         f"- **Target:** `{target}`\n- **Instructor:** {instructor_name}\n- **Strategy:** `{strategy_label(strategy_cfg)}`\n"
         f"- **Seed:** {config.get('seed')}; **iterations:** {config.get('iterations')}; "
-        f"**sample budget per iteration:** {strategy_cfg.get('budget')}",
-        "## Scores\n\n" + _scores_section(summaries),
-        "## From errors to training data\n\n" + FUNNEL_INTRO + "\n" + _funnel_section(summaries),
+        f"**sample budget per iteration:** {strategy_cfg.get('budget')}"
+    )
+    sections = [
+        ("Scores", _scores_section(summaries, change_tests(run_dir))),
+        ("From errors to training data", FUNNEL_INTRO + "\n" + _funnel_section(summaries)),
+        ("Terms", "Each count in this report has one name, defined here.\n\n" + glossary_markdown()),
     ]
     optional = [
         ("Checks", _checks_section(summaries)),
         ("Fix rate", _fix_rate_section(summaries)),
         ("Errors by diagnosis", _diagnoses_section(store, summaries)),
     ]
-    sections += [f"## {title}\n\n{body}" for title, body in optional if body]
+    sections += [(title, body) for title, body in optional if body]
     prices = instructor.get("prices") or {}
     sections += [
-        "## Training\n\n" + _training_section(summaries),
-        "## Cost and time\n\n" + _cost_section(store, summaries, manifest, prices),
+        ("Training", _training_section(summaries)),
+        ("Cost and time", _cost_section(store, summaries, manifest, prices)),
     ]
     examples = [_example_section(store, k) for k in sorted(summaries) if k > 0 and "parse" in summaries[k]]
     if any(examples):
         title = "What the strategy picked" if direct else "What the instructor saw and wrote"
-        sections.append(f"## {title}\n\n" + "\n\n".join(e for e in examples if e))
-    sections.append(
-        "## Files\n\n`config.yaml` (the resolved config), `manifest.json` (versions, seeds, model "
+        sections.append((title, "\n\n".join(e for e in examples if e)))
+    files = (
+        "`config.yaml` (the resolved config), `manifest.json` (versions, seeds, model "
         "fingerprints, prompt template hashes, stage timings), and per iteration `selection.jsonl`, "
         "`collect.jsonl`, `instruct.jsonl` (or `direct.jsonl` for real-row baselines), "
         "`generated.jsonl` (every sample with its parse verdict), `verify_instruct.jsonl` (re-solve "
         "requests), `verified.jsonl` (every sample with its final verdict and provenance), "
-        "`retest.jsonl` and `diagnoses.json` (the fix rate), `train/`, `eval/`."
+        "`retest.jsonl` and `diagnoses.json` (the fix rate), `train/`, `eval/` (per-item records, "
+        "which the paired tests read)."
     )
     models = manifest.get("models", {})
     if models:
         rows = [[key.removeprefix("iter_"), f"`{m['model']}`", f"`{m['fingerprint']}`"] for key, m in sorted(models.items())]
-        sections.append("Models by iteration (fingerprint: sha256 of the weights):\n\n" + markdown_table(["iteration", "model", "fingerprint"], rows))
-    return "\n\n".join(sections) + "\n"
+        files += "\n\nModels by iteration (fingerprint: sha256 of the weights):\n\n" + markdown_table(["iteration", "model", "fingerprint"], rows)
+    sections.append(("Files", files))
+    return Report(f"lai report: {config.get('name', run_dir.name)}", "\n\n".join(preamble), sections)
+
+
+def render_report(run_dir: Path) -> str:
+    return build_report(Path(run_dir)).markdown()
 
 
 def write_report(run_dir: Path) -> Path:

@@ -1,8 +1,9 @@
 """The one-screen summary ``lai run`` prints when it ends.
 
-Enough to decide what to open next: scores with their 95 % intervals and change from
-the start, the error-to-sample funnel and fix rate of each iteration, what the
-instructor cost, and where the time went. The reports hold the rest.
+Enough to decide what to open next: scores with their 95 % intervals, the change from
+the start and whether it is distinguishable from noise (a paired test), the
+error-to-sample funnel and fix rate of each iteration, what the instructor cost, and
+where the time went. The reports hold the rest.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ from rich.table import Table
 from rich.text import Text
 
 from lai.pipeline import load_summaries
-from lai.report.stats import format_interval
+from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell
+from lai.report.stats import PairedTest, format_interval
+from lai.report.terms import (
+    CONTROL,
+    ERRORS_FOUND,
+    KEPT_AFTER_PARSE,
+    KEPT_AFTER_VERIFY,
+    PARSED,
+    TRAINED_ON,
+    WELL_FORMED,
+    well_formed,
+)
 from lai.store import read_json
 
 
-def _scores(summaries: dict[int, dict[str, Any]]) -> Table:
-    table = Table(title="scores", title_justify="left")
-    for column in ("iteration", "benchmark", "score", "95 % interval", "change"):
+def _scores(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int, str], PairedTest]) -> Table:
+    table = Table(title="scores", title_justify="left", caption=VERDICT_NOTE.replace("*", ""), caption_justify="left")
+    for column in ("iteration", "benchmark", "score", "95 % interval", "change", "paired test vs iteration 0"):
         table.add_column(column)
     baseline = (summaries.get(0, {}).get("evaluate") or {}).get("scores", {})
     for k, stages in sorted(summaries.items()):
@@ -31,6 +43,7 @@ def _scores(summaries: dict[int, dict[str, Any]]) -> Table:
             table.add_row(
                 str(k), bench, f"{100 * result['score']:.1f}%",
                 format_interval(int(result.get("correct", 0)), int(result.get("n", 0))), change,
+                verdict_cell(tests.get((k, bench))) if k else "",
             )  # fmt: skip
     return table
 
@@ -39,19 +52,21 @@ def _iteration_line(k: int, s: dict[str, Any]) -> str:
     collect, instruct, parse, verify, train, retest = (
         s.get(name) or {} for name in ("collect", "instruct", "parse", "verify", "train", "retest")
     )
-    parts = [f"{collect.get('wrong', '?')} errors in {collect.get('n', '?')} questions"]
+    parts = [f"{collect.get('wrong', '?')} {ERRORS_FOUND} in {collect.get('n', '?')} questions"]
     if "control_errors" in instruct:
-        parts[-1] += f" ({instruct['control_errors']} held back)"
+        parts[-1] += f" ({instruct['control_errors']} {CONTROL})"
     if "direct_samples" in instruct:
         parts.append(f"{instruct['direct_samples']} real rows")
     elif instruct:
         parts.append(f"{instruct.get('requests', 0)} requests")
     if parse:
-        parts.append(f"{parse.get('parsed', 0)} samples parsed, {parse.get('kept', 0)} well-formed")
+        parts.append(
+            f"{parse.get('parsed', 0)} {PARSED}, {well_formed(parse)} {WELL_FORMED}, {parse.get('kept', 0)} {KEPT_AFTER_PARSE}"
+        )
     if verify:
-        parts.append(f"{verify.get('kept', 0)} passed the checks")
+        parts.append(f"{verify.get('kept', 0)} {KEPT_AFTER_VERIFY}")
     if train:
-        parts.append(f"trained on {train.get('examples', 0)}" if train.get("trained") else "not trained")
+        parts.append(f"{TRAINED_ON} {train.get('examples', 0)}" if train.get("trained") else "not trained")
     line = f"iteration {k}: " + " -> ".join(parts)
     if retest:
         targeted, control = retest.get("targeted") or {}, retest.get("control") or {}
@@ -70,14 +85,18 @@ def run_summary(run_dir: Path) -> Group:
         int((s.get("instruct") or {}).get(key, 0)) for s in summaries.values() for key in ("prompt_tokens", "completion_tokens")
     )
     manifest = read_json(run_dir / "manifest.json", default={}) or {}
-    stages = {key: float(entry.get("seconds", 0.0)) for key, entry in (manifest.get("stages") or {}).items()}
+    entries = (manifest.get("stages") or {}).items()
+    stages = {key: float(entry.get("seconds", 0.0)) for key, entry in entries}
     if stages:
         slowest = max(stages, key=lambda key: stages[key])
+        attempts = sum(int(entry.get("attempts", 1)) for _, entry in entries)
+        retried = sum(1 for _, entry in entries if int(entry.get("attempts", 1)) > 1)
+        again = f", {retried} of them run more than once ({attempts} attempts in all)" if retried else ""
         lines.append(
-            f"time: {sum(stages.values()) / 60:.1f} min in stages, the longest {slowest} ({stages[slowest]:.0f} s); "
-            f"instructor: {tokens:,} tokens writing samples, ${cost:.4f}"
+            f"time: {sum(stages.values()) / 60:.1f} min in {len(stages)} stages, every attempt counted{again}; "
+            f"the longest {slowest} ({stages[slowest]:.0f} s); instructor: {tokens:,} tokens writing samples, ${cost:.4f}"
         )
     files = [name for name in ("report.md", "report.html") if (run_dir / name).exists()]
     if files:
         lines.append("open: " + ", ".join(str(run_dir / name) for name in files))
-    return Group(_scores(summaries), *(Text(line) for line in lines))
+    return Group(_scores(summaries, change_tests(run_dir)), *(Text(line) for line in lines))
