@@ -10,6 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from tests.helpers import leftovers
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -19,6 +21,26 @@ def data_dir() -> Path:
     if not (SHARED_DATA / "gsm8k" / "train.jsonl").exists():
         pytest.skip(f"benchmark data not found at {SHARED_DATA} (see ../shared/data/SOURCES.md)")
     return SHARED_DATA
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    leftovers.adopt_orphans()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every process a test started must be gone by now (see tests/helpers/leftovers.py)."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: its controller checks
+        return
+    found = leftovers.leftovers()
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = "\n".join(f"  {line}" for line in found)
+        message = f"processes started by the tests were still running at the end (now killed):\n{lines}"
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        else:
+            print(message)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

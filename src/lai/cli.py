@@ -324,7 +324,7 @@ def serve_instructor(
     server: Annotated[str, typer.Option("--server", help="llama_cpp (CPU) or vllm (CUDA GPU)")] = "llama_cpp",
     port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1; 0 picks a free one")] = 8000,
     n_ctx: Annotated[int, typer.Option("--n-ctx", help="context length (vLLM: --max-model-len)")] = 4096,
-    n_threads: Annotated[int, typer.Option("--n-threads", help="llama_cpp: CPU threads")] = 2,
+    n_threads: Annotated[int | None, typer.Option("--n-threads", help="llama_cpp: CPU threads (default: the CPUs lai may use)")] = None,
     startup_timeout: Annotated[float | None, typer.Option("--startup-timeout", help="seconds to wait for the server (default 120 llama_cpp, 1200 vllm)")] = None,
     log_path: Annotated[Path, typer.Option("--log", help="the server's log file")] = Path("runs") / "serve-instructor.log",
     launcher: Annotated[

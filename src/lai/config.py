@@ -93,7 +93,9 @@ class LocalInstructorConfig(Section):
     model: str = EMBEDDED_MODEL
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     n_ctx: int = Field(4096, ge=256, description="context length (vLLM: --max-model-len)")
-    n_threads: int = Field(2, ge=1, description="llama_cpp only")
+    n_threads: int | None = Field(
+        None, ge=1, description="llama_cpp only; null: the CPUs this process may use (affinity mask and cgroup quota)"
+    )
     startup_timeout_s: float | None = Field(
         None, gt=0, description="null: 120 s for llama_cpp, 1200 s for vllm (it may download and compile first)"
     )

@@ -27,7 +27,7 @@ from lai.distributed import AnswerJob, RayPool, TargetSpec, answer_and_score_sha
 from lai.errors import ConfigError, LaiError
 from lai.instructor import INSTRUCTORS, Instructor, InstructRequest
 from lai.instructor.ledger import CostLedger, cost_of, estimate, price_for
-from lai.instructor.local_server import LocalInstructorServer
+from lai.instructor.local_server import LocalInstructorServer, supervised
 from lai.instructor.prompts import render
 from lai.instructor.retrieval import build_embedder
 from lai.instructor.runner import check_failures, final_records, pending_requests, run_requests
@@ -280,7 +280,9 @@ class Pipeline:
     def _prices(self) -> dict[str, dict[str, float]]:
         return {model: price.model_dump() for model, price in self.config.instructor.prices.items()}
 
-    def _instructor(self, stack: ExitStack, k: int, stage: str = "instruct") -> Instructor:
+    def _instructor(
+        self, stack: ExitStack, k: int, stage: str = "instruct", server: LocalInstructorServer | None = None
+    ) -> Instructor:
         cfg = self.config.instructor
         settings = cfg.model_dump(exclude={"backend", "local", "options", "prices", "max_cost", "max_failed_share", "cache_path"})
         # One request cache per run (or a shared one), one cost ledger per iteration.
@@ -291,7 +293,8 @@ class Pipeline:
             iteration=k,
         )
         if cfg.local.enabled:
-            server = stack.enter_context(LocalInstructorServer(cfg.local, self.store.root / "logs" / "instructor_server.log"))
+            if server is None:
+                server = stack.enter_context(LocalInstructorServer(cfg.local, self.store.root / "logs" / "instructor_server.log"))
             settings.update(base_url=server.base_url, model=server.model_alias, api_key_env=None)
         instructor = INSTRUCTORS.build(cfg.backend, **settings, **cfg.options)
         stack.callback(instructor.close)
@@ -364,12 +367,19 @@ class Pipeline:
         todo = pending_requests(requests, out)
         if todo:
             with ExitStack() as stack:
-                instructor = self._instructor(stack, k, stage=stage)
+                local = self.config.instructor.local
+                server = (
+                    stack.enter_context(LocalInstructorServer(local, self.store.root / "logs" / "instructor_server.log"))
+                    if local.enabled
+                    else None
+                )
+                instructor = self._instructor(stack, k, stage=stage, server=server)
                 instructor.check()
-                run_requests(
-                    instructor, todo, out, total=len(requests), progress=self.progress,
+                # A local server that dies is restarted once per stage; the runner resumes.
+                supervised(server, lambda: run_requests(
+                    instructor, pending_requests(requests, out), out, total=len(requests), progress=self.progress,
                     max_cost=self.config.instructor.max_cost, label=stage,
-                )  # fmt: skip
+                ))  # fmt: skip
         return self._final(requests, out, stage)
 
     def _final(self, requests: list[InstructRequest], out: Path, stage: str) -> list[InstructRecord]:

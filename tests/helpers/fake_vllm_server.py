@@ -5,6 +5,10 @@ others), answers ``/v1/models`` with the served name and every chat completion w
 fixed JSON reply, the way tests/helpers/openai_server.py does. ``--record FILE`` writes its
 argv, pid and environment variable names there once it listens, so a test can check the
 command line lai built and find the process to watch. It dies on SIGTERM like a server.
+``--crash-on N`` makes it print a last log line and kill itself with ``--crash-signal``
+(default SIGILL, what a llama.cpp build for the wrong CPU does) on its N-th chat request;
+with ``--crash-once FILE`` only while FILE does not exist yet (it is created first), so a
+restarted server then serves normally.
 
 Run as a script (``python fake_vllm_server.py ...``): lai starts it through
 ``instructor.local.launcher`` with a minimal environment, so it imports only the standard
@@ -16,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,8 +40,24 @@ def main() -> None:
     parser.add_argument("--served-model-name", required=True)
     parser.add_argument("--max-model-len", type=int, required=True)
     parser.add_argument("--record")
+    parser.add_argument("--crash-on", type=int, default=0)
+    parser.add_argument("--crash-signal", default="SIGILL")
+    parser.add_argument("--crash-once")
     args, _others = parser.parse_known_args()
     served = args.served_model_name
+    chats = 0
+    lock = threading.Lock()
+
+    def maybe_crash() -> None:
+        nonlocal chats
+        with lock:
+            chats += 1
+            if chats != args.crash_on or (args.crash_once and os.path.exists(args.crash_once)):
+                return
+            if args.crash_once:
+                Path(args.crash_once).touch()
+            print(f"stand-in: about to die of {args.crash_signal} on chat request {chats}", flush=True)
+            os.kill(os.getpid(), getattr(signal, args.crash_signal))
 
     class Handler(JSONHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -47,6 +69,7 @@ def main() -> None:
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(length) or b"{}")
+            maybe_crash()
             payload = {
                 "id": "chatcmpl-standin", "object": "chat.completion", "created": 0, "model": body.get("model", served),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],

@@ -74,3 +74,55 @@ def test_instruct_stage_through_the_local_server(data_dir: Path, tmp_path: Path)
     assert summary["instruct"]["models"] and summary["instruct"]["completion_tokens"] > 0
     assert summary["parse"]["parsed"] + summary["parse"]["drop_reasons"].get("unparseable reply", 0) > 0
     assert "the instructor in this run is weak" in (tmp_path / "run" / "report.md").read_text()
+
+
+# ---- the build runs on this CPU -----------------------------------------------------------
+
+
+def advertised_cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+# llama.cpp's system-info names -> /proc/cpuinfo flags a CPU must advertise to run them.
+NEEDS = {
+    "AVX": {"avx"}, "AVX2": {"avx2"}, "F16C": {"f16c"}, "FMA": {"fma"}, "BMI2": {"bmi2"},
+    "AVX512": {"avx512f"}, "AVX512_VBMI": {"avx512vbmi"}, "AVX512_VNNI": {"avx512_vnni"},
+    "AVX512_BF16": {"avx512_bf16"}, "AVX_VNNI": {"avx_vnni"},
+    "AMX_INT8": {"never"}, "AMX_BF16": {"never"}, "AMX_TILE": {"never"},  # some CPUs fault on AMX they advertise
+}  # fmt: skip
+
+
+@pytest.mark.skipif(Path("/proc/cpuinfo").exists() is False or not advertised_cpu_flags(), reason="no /proc/cpuinfo")
+def test_the_llama_cpp_build_uses_only_advertised_features_and_never_amx() -> None:
+    """The default (GGML_NATIVE) build compiles AMX on CPUs that advertise it, and some of those
+    fault on it (SIGILL): scripts/build-llama-cpp.sh builds without native and without AMX."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode()
+    compiled = {name for name, value in (part.split("=") for part in _features(info)) if value.strip() == "1"}
+    flags = advertised_cpu_flags()
+    unsafe = sorted(name for name in compiled if name in NEEDS and not NEEDS[name] <= flags)
+    assert not unsafe, f"llama.cpp was built with {unsafe}, which this CPU must not run: {info}"
+
+
+def _features(info: str) -> list[str]:
+    return [part.strip() for part in info.replace("|", "\n").splitlines() if "=" in part and part.split("=")[0].strip().isupper()]
+
+
+def test_a_prompt_of_a_few_hundred_tokens_gets_a_reply(tmp_path: Path) -> None:
+    """A one-token prompt worked even on the build that crashed; a long one ran the kernels that faulted."""
+    from openai import OpenAI
+
+    question = " ".join(f"Shelf {i} holds {i * 3} books and {i + 2} magazines." for i in range(1, 41))
+    with LocalInstructorServer(LocalInstructorConfig(enabled=True), tmp_path / "server.log") as server:
+        client = OpenAI(base_url=server.base_url, api_key="unused", max_retries=0, timeout=300)
+        reply = client.chat.completions.create(
+            model=server.model_alias, max_tokens=16, temperature=0,
+            messages=[{"role": "user", "content": question + " How many books are on shelf 7?"}],
+        )  # fmt: skip
+        assert server.death() is None, server.death()
+    assert reply.usage is not None and reply.usage.prompt_tokens >= 300
+    assert reply.choices[0].message.content

@@ -79,9 +79,11 @@ def test_server_environment_keeps_gpu_and_cache_settings_not_api_keys() -> None:
     }  # fmt: skip
     assert server_environment("vllm", environ) == {
         "PATH": "/bin", "HOME": "/h", "CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/hf", "HF_TOKEN": "hf_x",
-        "VLLM_USE_V1": "1", "NCCL_DEBUG": "WARN",
+        "VLLM_USE_V1": "1", "NCCL_DEBUG": "WARN", "OMP_WAIT_POLICY": "PASSIVE",
     }  # fmt: skip
-    assert server_environment("llama_cpp", environ) == {"PATH": "/bin", "HOME": "/h"}
+    # Idle OpenMP threads sleep instead of spinning (a busy machine), unless the user chose.
+    assert server_environment("llama_cpp", environ) == {"PATH": "/bin", "HOME": "/h", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert server_environment("llama_cpp", {**environ, "OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 @pytest.mark.parametrize("server", ["vllm", "llama_cpp"])
@@ -169,7 +171,14 @@ def _wait(predicate: Any, seconds: float = 20) -> bool:
 
 
 class ServeInstructor:
-    """``lai serve-instructor ...`` as a child process; waits for the printed base_url."""
+    """``lai serve-instructor ...`` as a child process; waits for the printed base_url.
+
+    Every instance is SIGKILLed at the end of its test (the ``serving`` list below), so a
+    test that fails or times out on a busy machine leaves no lai and, through
+    PR_SET_PDEATHSIG, no server behind.
+    """
+
+    started: list[subprocess.Popen[str]] = []
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200", "OPENAI_API_KEY": "sk-never-passed-on", "CUDA_VISIBLE_DEVICES": "7"}
@@ -179,6 +188,7 @@ class ServeInstructor:
                 [sys.executable, "-m", "lai.cli", "serve-instructor", *args],
                 stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=tmp_path,
             )  # fmt: skip
+        ServeInstructor.started.append(self.process)
         assert self.process.stdout is not None
         self.lines = []
         for line in self.process.stdout:
@@ -194,7 +204,17 @@ class ServeInstructor:
 
     def finish(self, signum: int) -> int:
         self.process.send_signal(signum)
-        return self.process.wait(timeout=30)
+        return self.process.wait(timeout=120)  # generous: the suite must pass beside a CPU-bound neighbour
+
+
+@pytest.fixture(autouse=True)
+def _kill_what_the_test_started() -> Any:
+    yield
+    while ServeInstructor.started:
+        process = ServeInstructor.started.pop()
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def _stand_in(tmp_path: Path) -> tuple[ServeInstructor, dict[str, Any]]:

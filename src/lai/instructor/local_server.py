@@ -8,14 +8,29 @@ names another command (vLLM often lives in its own environment), and is ready on
 
 The server runs in its own process group so stopping it (SIGTERM, then SIGKILL after a
 grace period) also ends any children; an ``atexit`` hook stops it if lai dies of an
-exception, and on Linux the kernel sends it SIGTERM when lai dies of anything, ``kill -9``
-included (``PR_SET_PDEATHSIG``), so no orphaned server holds the port or the CPU.
+exception, and on Linux the kernel signals it when lai dies of anything, ``kill -9``
+included (``PR_SET_PDEATHSIG``), so no orphaned server holds the port or the CPU:
+SIGKILL for llama.cpp, which has nothing to save and would otherwise finish the dead
+client's reply first (12 s at full CPU, measured), SIGTERM for vLLM, which stops its GPU
+workers on the way out.
+
+Busy machines: llama.cpp's OpenMP threads spin-wait by default, and with one CPU-bound
+neighbour on 2 cores that took decoding from ~100 to 0.3 tokens/s (../shared/FACTS.md).
+The server therefore gets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user's environment sets
+it) and, by default, as many threads as this process may really use
+(:func:`lai.processes.usable_cpus`: affinity mask and cgroup quota).
+
+A server that dies is named, not guessed at: :meth:`LocalInstructorServer.death` says how
+(exit status or signal) and quotes its log's last meaningful line; llama.cpp is also sent
+one prompt of a few hundred tokens at start, since a build for the wrong CPU survives a
+short prompt and dies on the first long one.
 """
 
 from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -24,14 +39,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from lai.config import LocalInstructorConfig
-from lai.errors import InstructorError
+from lai.errors import InstructorError, LaiError
 from lai.models.resolve import embedded_gguf, resolve_model
-from lai.processes import free_port, reap, stop_group
+from lai.processes import death_notice, free_port, reap, stop_group, usable_cpus
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ALIAS = "local-instructor"
 STARTUP_TIMEOUT_S = {"llama_cpp": 120.0, "vllm": 1200.0}  # vLLM may download weights and compile first
@@ -42,18 +60,27 @@ INSTALL_HINTS = {
 }
 # Secrets are not the server's business: it gets a minimal environment. vLLM also needs to
 # see its GPUs and caches, and HF_TOKEN for gated weights; instructor API keys stay out.
-BASE_ENV = ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH")
+BASE_ENV = ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")
+# llama.cpp's server is killed outright when lai dies; vLLM is asked to stop (it has GPU workers).
+DEATH_SIGNAL = {"llama_cpp": signal.SIGKILL, "vllm": signal.SIGTERM}
+TERM_WAIT_S = {"llama_cpp": 3.0, "vllm": 10.0}
+# A prompt of ~300 tokens: long enough to run the matrix kernels a one-token prompt skips.
+WARM_UP_PROMPT = " ".join(f"Step {i}: add {i} apples to the basket and count them again." for i in range(1, 26))
 VLLM_ENV = ("TMPDIR", "XDG_CACHE_HOME")
 VLLM_ENV_PREFIXES = ("CUDA_", "NCCL_", "VLLM_", "HF_", "HUGGING_FACE_", "TRANSFORMERS_", "TORCH_", "TRITON_")
 
 
-def _die_with_parent() -> None:
-    """In the child: ask Linux to send SIGTERM when lai dies, even by ``kill -9``."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with_parent(sig: int = signal.SIGTERM) -> Any:
+    """A ``preexec_fn``: in the child, ask Linux to send ``sig`` when lai dies, even by ``kill -9``."""
 
-        PR_SET_PDEATHSIG = 1  # noqa: N806 - the kernel's name
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    def arm() -> None:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1  # noqa: N806 - the kernel's name
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+
+    return arm
 
 
 def local_model_file(spec: str) -> Path:
@@ -78,11 +105,17 @@ def vllm_model(spec: str) -> str:
 
 def server_environment(server: str, environ: dict[str, str] | None = None) -> dict[str, str]:
     environ = dict(os.environ if environ is None else environ)
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep instead of spinning
     keep = set(BASE_ENV)
     if server == "vllm":
         keep.update(VLLM_ENV)
         keep.update(key for key in environ if key.startswith(VLLM_ENV_PREFIXES))
     return {key: environ[key] for key in sorted(keep) if key in environ}
+
+
+def server_threads(config: LocalInstructorConfig) -> int:
+    """llama.cpp's thread count: the config's, else the CPUs this process may really use."""
+    return config.n_threads or usable_cpus()
 
 
 def launcher(config: LocalInstructorConfig) -> list[str]:
@@ -101,7 +134,7 @@ def server_command(config: LocalInstructorConfig, port: int, model: str, start: 
     if config.server == "vllm":
         command += ["--served-model-name", ALIAS, "--max-model-len", str(config.n_ctx)]
     else:
-        command += ["--n_threads", str(config.n_threads), "--n_ctx", str(config.n_ctx), "--model_alias", ALIAS]
+        command += ["--n_threads", str(server_threads(config)), "--n_ctx", str(config.n_ctx), "--model_alias", ALIAS]
     return [*command, *config.extra_args]
 
 
@@ -138,6 +171,7 @@ class LocalInstructorServer:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.model_alias = ALIAS
         self.startup_timeout_s = config.startup_timeout_s or STARTUP_TIMEOUT_S[config.server]
+        self.restarts = 0
 
     def command(self) -> list[str]:
         start = launcher(self.config)  # first: a missing server fails before any model work
@@ -160,7 +194,7 @@ class LocalInstructorServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=env,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent(DEATH_SIGNAL[self.config.server]),
             )
         except OSError as error:  # a launcher that does not exist or cannot run
             raise InstructorError(
@@ -171,14 +205,50 @@ class LocalInstructorServer:
             log_file.close()
         atexit.register(self.stop)
         self._wait_until_ready()
+        if self.config.server == "llama_cpp" and not self.config.launcher:
+            self._warm_up()
         return self
+
+    def death(self) -> str | None:
+        """One line saying how the server died and what its log last said; None while it runs."""
+        process = self.process
+        if process is None or (code := reap(process)) is None:
+            return None
+        return death_notice(f"the local instructor server ({self.config.server})", process, code, self.log_path)
+
+    def restart(self) -> None:
+        """Start a dead server again on the same port (the pipeline allows this once per stage)."""
+        self.stop()
+        self.restarts += 1
+        log.warning("restarting the local instructor server (restart %d)", self.restarts)
+        self.start()
+
+    def _raise_if_dead(self, when: str) -> None:
+        if (notice := self.death()) is not None:
+            self.stop()
+            raise InstructorError(f"{notice} ({when})", hint=self._hint())
+
+    def _hint(self) -> str:
+        if self.config.server == "llama_cpp":
+            return "a SIGILL means llama-cpp-python was built for the wrong CPU: rerun scripts/build-llama-cpp.sh .venv/bin/pip"
+        return f"see {self.log_path}"
+
+    def _warm_up(self) -> None:
+        """Send one prompt of a few hundred tokens, so a build that cannot run here fails now, clearly."""
+        body = json.dumps({"model": ALIAS, "prompt": WARM_UP_PROMPT, "max_tokens": 1, "temperature": 0}).encode()
+        request = urllib.request.Request(f"{self.base_url}/completions", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=max(30.0, self.startup_timeout_s)) as reply:
+                reply.read()
+        except (urllib.error.URLError, OSError) as error:
+            time.sleep(0.5)  # let a crashing server finish dying, so its status is known
+            self._raise_if_dead("on its first prompt")
+            log.warning("the local instructor's warm-up prompt failed (%s); going on", error)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
-            if self.exit_code() is not None:
-                tail = self.log_path.read_text(errors="replace")[-500:]
-                raise InstructorError(f"the local instructor server exited at start-up: ...{tail.strip()}")
+            self._raise_if_dead("at start-up")
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as reply:
                     if reply.status == 200:
@@ -199,7 +269,7 @@ class LocalInstructorServer:
     def stop(self) -> None:
         process, self.process = self.process, None
         atexit.unregister(self.stop)
-        if process is not None and not stop_group(process):
+        if process is not None and not stop_group(process, term_wait_s=TERM_WAIT_S[self.config.server]):
             raise InstructorError(f"the local instructor server (pid {process.pid}) did not exit after SIGKILL")
 
     def __enter__(self) -> LocalInstructorServer:
@@ -207,3 +277,27 @@ class LocalInstructorServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def supervised(server: LocalInstructorServer | None, work: Callable[[], T]) -> T:
+    """Run ``work``; if it fails because the local server died, say so, restart it once, run again.
+
+    ``work`` must be resumable (the stage runner sends only requests without a record), so
+    the second call picks up where the first stopped. A second death in the same stage
+    stops the run with the server's own account of it: exit status or signal, log path,
+    and its log's last meaningful line, instead of "endpoint unreachable".
+    """
+    restarted = False
+    while True:
+        try:
+            return work()
+        except LaiError as error:
+            notice = server.death() if server is not None else None
+            if server is None or notice is None:
+                raise
+            if restarted:
+                server.stop()
+                raise InstructorError(f"{notice}; it died again after a restart", hint=server._hint()) from None
+            log.warning("%s; restarting it once (%s)", notice, error)
+            server.restart()
+            restarted = True
