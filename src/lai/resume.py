@@ -48,7 +48,8 @@ HOW_TO_RUN: tuple[str, ...] = (
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict) and value:
+    """Leaves by dotted key; an empty mapping has none (``options: {}`` = no options)."""
+    if isinstance(value, dict):
         for key, item in value.items():
             yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
     else:
