@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,10 +22,10 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    SpinnerColumn,
     Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -39,12 +40,29 @@ _state = {"debug": False}
 
 
 class RichStage:
+    """One bar. Its first ``advance`` is what was found on disk (lai.progress), so the rate
+    counts only the items done since: a resumed stage does not claim the old ones as speed."""
+
     def __init__(self, progress: Progress, label: str, total: int | None) -> None:
         self.progress = progress
-        self.task_id = progress.add_task(label, total=total)
+        self.label = label
+        self.task_id = progress.add_task(label, total=total, rate=None, since=None)
+        self.found: int | None = None
+        self.started = time.monotonic()
 
     def advance(self, n: int = 1) -> None:
         self.progress.advance(self.task_id, n)
+        now = time.monotonic()
+        if self.found is None:
+            self.found, self.started = n, now
+            return
+        task = self.progress.tasks[self.progress.task_ids.index(self.task_id)]
+        elapsed = now - self.started
+        if elapsed > 0:
+            self.progress.update(self.task_id, rate=(task.completed - self.found) / elapsed, since=now)
+
+    def note(self, text: str) -> None:
+        self.progress.update(self.task_id, description=f"{self.label} {text}")
 
     def close(self) -> None:
         self.progress.stop_task(self.task_id)
@@ -263,20 +281,33 @@ def eval_(
 
 
 class RateColumn(ProgressColumn):
-    """Items per second (or seconds per item when slower than one a second)."""
+    """Items per second (or seconds per item when slower than one a second), averaged over
+    the items done since the stage started; rich's own speed, a 30 s window, has no
+    value at all when items take longer than that."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = task.fields.get("rate") or task.finished_speed or task.speed
         if not speed:
             return Text("-/s", style="progress.data.speed")
         label = f"{speed:.1f} it/s" if speed >= 1 else f"{1 / speed:.1f} s/it"
         return Text(label, style="progress.data.speed")
 
 
+class EtaColumn(ProgressColumn):
+    """Time left at that rate, counted down between items."""
+
+    def render(self, task: Task) -> Text:
+        rate, since = task.fields.get("rate"), task.fields.get("since")
+        if task.finished or task.total is None or not rate or since is None:
+            return Text("-:--:--" if not task.finished else "0:00:00", style="progress.remaining")
+        left = max(0.0, (task.total - task.completed) / rate - (time.monotonic() - since))
+        return Text(f"{int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}", style="progress.remaining")
+
+
 def _columns() -> tuple[object, ...]:
     return (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TimeElapsedColumn(), EtaColumn(),
     )  # fmt: skip
 
 

@@ -84,6 +84,17 @@ class Manifest:
             self.save()
         self._start_heartbeat(key)
 
+    def stage_settled(self, key: str) -> None:
+        """A stage found done on disk: an attempt killed after its marker but before its
+        manifest entry still counts, and the entry says done."""
+        with self._lock:
+            entry = self.data["stages"].get(key)
+            if entry is None or (entry.get("status") == "done" and "running" not in entry):
+                return
+            self._book_killed(entry)
+            entry["status"] = "done"
+            self.save()
+
     def _book_killed(self, entry: dict[str, Any]) -> None:
         """An attempt that left its heartbeat behind died without a word: count its time."""
         running = entry.pop("running", None)

@@ -34,7 +34,7 @@ from lai.instructor.runner import check_failures, final_records, pending_request
 from lai.manifest import Manifest
 from lai.models import Target
 from lai.models.resolve import cache_dir
-from lai.progress import NullProgress, Progress
+from lai.progress import NullProgress, Progress, StageProgress, describe_done
 from lai.quality.decontaminate import ContaminationIndex
 from lai.quality.diagnoses import group_by_diagnosis
 from lai.quality.parse import drop_reasons, parse_records
@@ -134,10 +134,17 @@ class Pipeline:
         return write_report(self.store.root)
 
     def _stage(self, k: int, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if self.store.is_done(k, name):
-            return self.store.summary(k, name)
         key = f"iter_{k:02d}/{name}"
+        if self.store.is_done(k, name):
+            summary = self.store.summary(k, name)
+            # Killed between its marker and its manifest entry: book that attempt's time.
+            self.manifest.stage_settled(key)
+            log.info("resume: iteration %d %s: done on disk (%s), skipped", k, name, describe_done(name, summary))
+            return summary
         log.info("stage %s", key)
+        earlier = int(self.manifest.data["stages"].get(key, {}).get("attempts", 0))
+        if earlier:
+            log.info("resume: iteration %d %s: %d earlier attempt(s) did not finish; continuing from what is on disk", k, name, earlier)
         self.manifest.stage_started(key)
         started = time.monotonic()
         try:
@@ -208,6 +215,7 @@ class Pipeline:
     def _answer(
         self, model: str, k: int, samples: list[Sample], out: Path, label: str, bench: BenchmarkConfig | None = None
     ) -> list[Attempt]:
+        label = f"iteration {k}: {label}"  # both evaluations of a benchmark, told apart
         cfg = self.config.target
         protocol = bench.protocol if bench else "paper"
         tasks = {s.task: self.task(s.task) for s in samples}
@@ -365,8 +373,14 @@ class Pipeline:
         """
         out = self.store.path(k, name)
         todo = pending_requests(requests, out)
+        if todo and len(todo) < len(requests):
+            log.info(
+                "resume: iteration %d %s: found %d of %d replies on disk, %d to send",
+                k, stage, len(requests) - len(todo), len(requests), len(todo),
+            )  # fmt: skip
         if todo:
             with ExitStack() as stack:
+                waiting = self._waiting_for_instructor(stack, k, stage)
                 local = self.config.instructor.local
                 server = (
                     stack.enter_context(LocalInstructorServer(local, self.store.root / "logs" / "instructor_server.log"))
@@ -375,12 +389,20 @@ class Pipeline:
                 )
                 instructor = self._instructor(stack, k, stage=stage, server=server)
                 instructor.check()
+                waiting.close()
                 # A local server that dies is restarted once per stage; the runner resumes.
                 supervised(server, lambda: run_requests(
                     instructor, pending_requests(requests, out), out, total=len(requests), progress=self.progress,
-                    max_cost=self.config.instructor.max_cost, label=stage,
+                    max_cost=self.config.instructor.max_cost, label=f"iteration {k}: {stage}",
                 ))  # fmt: skip
         return self._final(requests, out, stage)
+
+    def _waiting_for_instructor(self, stack: ExitStack, k: int, stage: str) -> StageProgress:
+        """A spinner while the local server starts (a minute on a busy CPU) and the endpoint is checked."""
+        what = "starting the local instructor server" if self.config.instructor.local.enabled else "connecting to the instructor"
+        spinner = self.progress.start(f"iteration {k}: {stage}: {what}", None)
+        stack.callback(spinner.close)
+        return spinner
 
     def _final(self, requests: list[InstructRequest], out: Path, stage: str) -> list[InstructRecord]:
         """One record per request (a good one if any attempt got one); a stage that mostly
@@ -500,7 +522,10 @@ class Pipeline:
                 TrainExample(task.prompt(task.training_sample(sample.question)), task.training_target(sample.solution, sample.answer))
             )
         self._release_target()  # free the inference copy before training loads its own
-        trainer = TRAINERS.build(self.config.train.backend, self.config.train, seed=self.config.seed + k)
+        trainer = TRAINERS.build(
+            self.config.train.backend, self.config.train, seed=self.config.seed + k, progress=self.progress,
+            label=f"iteration {k}: train",
+        )  # fmt: skip
         out_dir = self.store.path(k, "train")
         out_dir.mkdir(parents=True, exist_ok=True)
         return trainer.train(model, examples, out_dir)

@@ -12,6 +12,7 @@ skipped, which is what makes all three resumable. Two ways to answer:
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -19,10 +20,12 @@ from typing import Literal
 
 from lai.errors import ConfigError
 from lai.models.base import Target
-from lai.progress import NullProgress, Progress
+from lai.progress import NullProgress, Progress, RowHook, RowTicker
 from lai.records import Attempt, Sample, Score
 from lai.store import JsonlWriter, read_records
 from lai.tasks.base import Task
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["generate", "loglikelihood"]
 LETTERS = "ABCDEFGHIJ"
@@ -117,24 +120,36 @@ def write_answers(
     *,
     progress: Progress | None = None,
     label: str = "answer",
+    rows: Callable[[RowHook | None], None] | None = None,
 ) -> list[Attempt]:
     """The resumable part of answering: skip ids already in ``out``, append each batch that
     ``answer(pending)`` yields the moment it arrives, return the records in sample order.
 
     ``answer`` is this process's target (:func:`answer_batches`) or a Ray pool
     (:mod:`lai.distributed`); either way the file and its guarantees are the same.
+    ``rows``, if given, installs (and at the end removes) a per-row hook in whatever
+    answers, so the bar moves as each row finishes instead of once per batch.
     """
     done = {a.id: a for a in read_records(out, Attempt)}
     pending = [s for s in samples if s.id not in done]
+    if pending and len(pending) < len(samples):
+        log.info("resume: %s: found %d of %d answers on disk, %d to go", label, len(samples) - len(pending), len(samples), len(pending))
     bar = (progress or NullProgress()).start(label, len(samples))
     bar.advance(len(samples) - len(pending))
-    if pending:
-        with JsonlWriter(out) as writer:
-            for attempts in answer(pending):
-                writer.write(attempts)
-                done.update((a.id, a) for a in attempts)
-                bar.advance(len(attempts))
-    bar.close()
+    ticker = RowTicker(bar)
+    if rows is not None:
+        rows(ticker.tick)
+    try:
+        if pending:
+            with JsonlWriter(out) as writer:
+                for attempts in answer(pending):
+                    writer.write(attempts)
+                    done.update((a.id, a) for a in attempts)
+                    ticker.batch_written(len(attempts))
+    finally:
+        if rows is not None:
+            rows(None)
+        bar.close()
     return [done[s.id] for s in samples]
 
 
@@ -154,7 +169,10 @@ def answer_and_score(
     def answer(pending: list[Sample]) -> Iterator[list[Attempt]]:
         return answer_batches(target, tasks, pending, protocol, mode, batch_size, max_new_tokens)
 
-    return write_answers(samples, out, answer, progress=progress, label=label)
+    def rows(hook: RowHook | None) -> None:
+        target.row_done = hook
+
+    return write_answers(samples, out, answer, progress=progress, label=label, rows=rows)
 
 
 def accuracy(attempts: list[Attempt]) -> dict[str, float | int]:

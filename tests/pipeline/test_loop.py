@@ -195,6 +195,12 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_records(data_dir: P
     assert sum(counts.values()) - len(counts) <= kills * fake_config(data_dir, log)["instructor"]["concurrency"]
     summaries = load_summaries(run_dir)
     assert summaries.keys() == load_summaries(tmp_path / "ref").keys()
+    # Stage times count every attempt: the killed ones (up to their last heartbeat) too.
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    for entry in stages.values():
+        assert entry["status"] == "done" and "running" not in entry
+        assert entry["attempts"] == len(entry["history"])
+        assert entry["seconds"] == pytest.approx(sum(a["seconds"] for a in entry["history"]), abs=0.05)
 
 
 def test_a_train_slice_benchmark_is_never_selected(data_dir: Path, tmp_path: Path) -> None:

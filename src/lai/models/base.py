@@ -7,7 +7,7 @@ run a model, never in what the pipeline asks of them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 Messages = list[dict[str, str]]
@@ -17,6 +17,11 @@ Prompt = Messages | str
 
 class Target(ABC):
     """A model that answers chat prompts greedily."""
+
+    #: Called with a count as rows of a ``generate`` batch finish, if set (progress bars;
+    #: :func:`lai.scoring.write_answers` installs it). A backend that never calls it is
+    #: still counted, once per batch.
+    row_done: Callable[[int], None] | None = None
 
     def __init__(self, model: str, **settings: Any) -> None:
         self.name = model  # what the config called it (a path, a hub id, a fake's label)

@@ -168,13 +168,15 @@ def continuous_greedy(
     max_batch_tokens: int | None = None,
     prefill_kwargs: dict[str, Any] | None = None,
     record: Callable[[list[int], int], None] | None = None,
+    done: Callable[[int], None] | None = None,
 ) -> list[list[int]]:
     """Generate for every row in ``rows`` (token ids); return each row's new token ids.
 
     ``pad`` lays out a group of rows (shared prefix, pads, own tokens); ``new_cache(k)``
     returns a cache for k rows already holding the shared prefix (``cached_tokens`` long).
     ``order`` is the admission order (longest first keeps padding low). ``record``, if
-    given, sees the running rows and their padded-token footprint after each admission.
+    given, sees the running rows and their padded-token footprint after each admission;
+    ``done``, if given, is called with the number of rows that finished at each step.
     """
     import torch
 
@@ -226,6 +228,8 @@ def continuous_greedy(
                 if not finished:
                     keep.append(slot)
             if len(keep) < len(batch.rows):
+                if done is not None:
+                    done(len(batch.rows) - len(keep))
                 if not keep:
                     batch = _Batch()
                     continue

@@ -181,6 +181,7 @@ class HFTarget(Target):
                 batch_size=self.batch_size, max_new_tokens=max_new_tokens, stop=stop, device=self.device,
                 max_batch_tokens=self.max_batch_tokens, prefill_kwargs=self._last_logits,
                 record=None if self.batch_log is None else lambda running, tokens: self._log("generate", len(running), tokens),
+                done=self.row_done,
             )  # fmt: skip
         else:
             generated = [[] for _ in rows]
@@ -196,6 +197,8 @@ class HFTarget(Target):
                     strict=True,
                 ):
                     generated[i] = tokens
+                if self.row_done is not None:
+                    self.row_done(len(chunk))
         return [finish_text(self.tokenizer, p, g, stop) for p, g in zip(prompts, generated, strict=True)]
 
     def _generate_batch(

@@ -49,6 +49,8 @@ class ScriptedTarget(Target):
                 time.sleep(self.delay_s)
             self.history.append(prompt)
             replies.append(self.queue.pop(0) if self.queue else self._rule(prompt))
+            if self.row_done is not None:
+                self.row_done(1)
         if self.prompt_log:
             # One write per batch, appended: several processes (Ray workers) may share the file.
             with open(self.prompt_log, "a", encoding="utf-8") as handle:

@@ -9,6 +9,7 @@ from typing import Any
 
 from lai.config import TrainConfig
 from lai.errors import LaiError
+from lai.progress import NullProgress, Progress
 
 
 class TrainError(LaiError):
@@ -24,9 +25,12 @@ class TrainExample:
 
 
 class Trainer(ABC):
-    def __init__(self, config: TrainConfig, seed: int = 0) -> None:
+    def __init__(self, config: TrainConfig, seed: int = 0, progress: Progress | None = None, label: str = "train") -> None:
         self.config = config
         self.seed = seed
+        # A bar of optimizer steps with the latest loss, for trainers that can report them.
+        self.progress: Progress = progress or NullProgress()
+        self.label = label
 
     @abstractmethod
     def train(self, model: str, examples: list[TrainExample], out_dir: Path) -> dict[str, Any]:

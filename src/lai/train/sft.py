@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lai.config import TrainConfig
+from lai.progress import Progress, note
 from lai.train.base import Trainer, TrainExample
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,39 @@ class SFTTrainerBackend(Trainer):
         if self.config.distributed != "none":
             from lai.train.launch import launch_distributed
 
-            return launch_distributed(self.config, self.seed, model, examples, out_dir)
-        return run_training(self.config, self.seed, model, examples, out_dir)
+            # The workers are other processes: a spinner here, their steps in log_history.jsonl.
+            spinner = self.progress.start(f"{self.label} ({self.config.distributed}, accelerate launch)", None)
+            try:
+                return launch_distributed(self.config, self.seed, model, examples, out_dir)
+            finally:
+                spinner.close()
+        return run_training(self.config, self.seed, model, examples, out_dir, progress=self.progress, label=self.label)
+
+
+def step_progress(progress: Progress, label: str) -> Any:
+    """A transformers callback that moves a bar per optimizer step and shows the last loss."""
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):  # type: ignore[misc]
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bar = progress.start(label, int(state.max_steps) or None)
+            self.bar.advance(0)  # nothing found on disk: a killed training restarts from scratch
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.advance(1)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if self.bar is not None and logs and "loss" in logs:
+                note(self.bar, f"(loss {float(logs['loss']):.3f})")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return StepProgress()
 
 
 def _dtypes(cfg: TrainConfig, precision: str) -> tuple[Any, Any]:
@@ -83,6 +115,8 @@ def run_training(
     out_dir: Path,
     launched: bool = False,
     source: Any = None,
+    progress: Progress | None = None,
+    label: str = "train",
 ) -> dict[str, Any]:
     """Train in this process (``launched``: as one of accelerate's workers) and save.
 
@@ -173,6 +207,8 @@ def run_training(
         model=base, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
     )
     trainer.remove_callback(PrinterCallback)  # losses go to log_history.jsonl, not stdout
+    if progress is not None and not launched:
+        trainer.add_callback(step_progress(progress, label))
     if cfg.packing and not flash:
         # TRL's padding-free collator flattens the whole batch into one row: right for
         # flash-attn's varlen kernels, (batch x max_length)^2 masked attention for sdpa.
