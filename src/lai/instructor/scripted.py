@@ -2,7 +2,7 @@
 
 Replies come from a queue (``enqueue``) when one is set, otherwise from a deterministic
 rule: a JSON reply with ``n_requested`` simple arithmetic samples derived from the
-request id. Options for pipeline tests: ``delay_s`` slows each request, ``request_log``
+request id (at most ``max_tokens // 40``, as a real reply is cut by its token limit). Options for pipeline tests: ``delay_s`` slows each request, ``request_log``
 appends one line per request actually sent (so a test can prove nothing is sent twice),
 ``garbage_every`` makes every k-th request return unparseable text; re-solve requests
 (the verify stage) are answered with the sum of the problem's numbers.
@@ -32,6 +32,7 @@ class ScriptedInstructor(Instructor):
         garbage_every: int = 0,
         concurrency: int = 1,
         wrong_answers: list[str] | None = None,
+        max_tokens: int = 1024,
         **settings: Any,
     ) -> None:
         self.wrong_answers = set(wrong_answers or ())
@@ -39,6 +40,9 @@ class ScriptedInstructor(Instructor):
         self.delay_s = float(delay_s)
         self.request_log = request_log
         self.garbage_every = int(garbage_every)
+        # Like a real endpoint, a reply holds what max_tokens allows (~40 tokens a sample),
+        # not whatever was asked: a budget of 10^6 must not make 10^6-sample replies.
+        self.max_samples = max(1, int(max_tokens) // 40)
         self.concurrency = concurrency
         self.queue: list[str] = []
         self.history: list[InstructRequest] = []
@@ -54,7 +58,7 @@ class ScriptedInstructor(Instructor):
         if request.strategy == "resolve":
             return self._solve(request)
         samples = []
-        for k in range(request.n_requested):
+        for k in range(min(request.n_requested, self.max_samples)):
             a, b = 3 + (seed + k) % 50, 7 + (seed // 7 + 3 * k) % 40
             samples.append(
                 {
