@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-8)
 
-.PHONY: demo test lint install clean chromium
+.PHONY: demo test lint install clean chromium screenshot
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,13 @@ chromium:
 
 test: $(STAMP) chromium
 	$(BIN)/pytest -q || { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no tests" >&2; exit $$status; }
+
+# The README's screenshot (docs/images/report.png) is of a real run of configs/demo.yaml:
+# the demo (minutes on a CPU; rerunning resumes it), then its report.html in chromium.
+screenshot: $(STAMP) chromium
+	$(BIN)/lai run configs/demo.yaml --run-dir runs/demo-screenshot
+	LAI_DEMO_RUN=runs/demo-screenshot LAI_SCREENSHOT=docs/images/report.png \
+	  $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_report_browser.py -k readme_screenshot
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

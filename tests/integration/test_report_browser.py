@@ -4,8 +4,9 @@ Two small fake runs (scripted target and instructor, noop trainer; ``le`` over t
 iterations and ``lec`` over one) are rendered, one page per run and a comparison page,
 and opened in chromium. The test checks what a reader would: every plot image decodes,
 the tables hold the run's own numbers, a diagnosis group opens to its records, nothing
-is fetched from anywhere, and the console stays free of errors. It saves a screenshot
-(``LAI_SCREENSHOT=path`` also copies it there; the README's image comes from it).
+is fetched from anywhere, and the console stays free of errors. The README's image is
+not of these fakes: ``make screenshot`` runs ``configs/demo.yaml`` and points the last
+test at that run (``LAI_DEMO_RUN``).
 
 ``make test`` installs chromium (apt) and playwright (the dev extra); elsewhere the
 test skips with the reason.
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lai.config import build_config
 from lai.pipeline import Pipeline, load_summaries
 from lai.report.html import write_html
 from tests.pipeline.test_loop import fake_config
 
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a closed network (no background fetches) and a root user (no sandbox).
 CHROMIUM_ARGS = [
@@ -118,10 +121,35 @@ def test_the_run_page_shows_its_numbers_in_a_real_browser(runs: dict[str, Path],
     shot = tmp_path / "report.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("LAI_SCREENSHOT"):
-        page.set_viewport_size({"width": 1200, "height": 1400})
-        page.evaluate("window.scrollTo(0, 0)")
-        page.screenshot(path=os.environ["LAI_SCREENSHOT"], full_page=False)
+
+
+def test_the_readme_screenshot_comes_from_a_real_demo_run(browser: Any) -> None:
+    """``make screenshot``: the README's image is a real ``configs/demo.yaml`` run's page.
+
+    Skipped unless ``LAI_DEMO_RUN`` names that run's directory (the demo takes minutes);
+    the image goes to ``LAI_SCREENSHOT`` (default ``docs/images/report.png``).
+    """
+    demo = os.environ.get("LAI_DEMO_RUN")
+    if not demo:
+        pytest.skip("set LAI_DEMO_RUN to a finished run of configs/demo.yaml (make screenshot does)")
+    run = Path(demo)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    demo_config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    assert config["name"] == demo_config["name"] and config["target"]["model"] == demo_config["target"]["model"]
+    assert (run / "iter_01" / "retest.done").exists(), "the demo run has not finished"
+    page, errors, fetched = open_page(browser, write_html([run]))
+    assert errors == [] and fetched == [] and all(images_decoded(page))
+    # The page shows this run's numbers: start and last score of each benchmark.
+    evals = {k: json.loads((run / f"iter_{k:02d}/eval.json").read_text())["scores"] for k in (0, 1)}
+    for row in table_rows(page, "table.summary"):
+        first, last = evals[0][row[0]], evals[1][row[0]]
+        assert row[2].startswith(f"{100 * first['score']:.1f}%") and row[3].startswith(f"{100 * last['score']:.1f}%")
+        assert "distinguishable from noise" in row[5]
+    page.set_viewport_size({"width": 1200, "height": 1400})
+    page.evaluate("window.scrollTo(0, 0)")
+    out = Path(os.environ.get("LAI_SCREENSHOT") or REPO / "docs" / "images" / "report.png")
+    page.screenshot(path=str(out), full_page=False)
+    assert out.stat().st_size > 10_000
 
 
 def test_the_comparison_page_puts_the_strategies_side_by_side(runs: dict[str, Path], browser: Any, tmp_path: Path) -> None:
