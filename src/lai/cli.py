@@ -382,6 +382,10 @@ def serve_instructor(
         )  # fmt: skip
     except ValidationError as error:
         raise ConfigError(f"invalid serve-instructor options: {format_validation_error(error)}") from None
+    from lai.preflight import check_local_instructor, check_writable
+
+    check_local_instructor(cfg, "MODEL")  # a missing or wrong file is named before a server starts
+    check_writable(log_path.parent, "--log folder")
     instance = LocalInstructorServer(cfg, log_path)
     try:
         instance.start()

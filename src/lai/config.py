@@ -605,6 +605,10 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(local, dict) and "model" in local:
             instructor["local"] = {**local, "model": _model_path(local["model"], base)}
         raw["instructor"] = instructor
+    for section in ("strategy", "verify"):  # an embedder may be a local model folder
+        part = raw.get(section)
+        if isinstance(part, dict) and "embedder" in part:
+            raw[section] = {**part, "embedder": _model_path(part["embedder"], base)}
     return raw
 
 

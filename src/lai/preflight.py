@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from lai.config import RunConfig
+from lai.config import LocalInstructorConfig, RunConfig
 from lai.errors import (
     ConfigError,
     DataError,
@@ -53,6 +53,10 @@ def preflight(config: RunConfig, run_dir: Path, *, online: bool = False) -> list
     cheap checks come first, the data files (which may take seconds) last.
     """
     notes = check_run_dir(run_dir)
+    if (Path(run_dir) / "config.yaml").is_file():
+        from lai.pipeline import check_resumable  # a resume with another config is refused now
+
+        check_resumable(Path(run_dir), config)
     check_models(config)
     check_embedders(config)
     check_api_key(config)
@@ -208,19 +212,23 @@ def check_models(config: RunConfig) -> None:
     """Each model string names something of the right kind (nothing is loaded)."""
     if config.target.backend in _PATH_BACKENDS:
         check_local_model(config.target.model, "target.model")
-    local = config.instructor.local
-    if local.enabled:
-        kind = check_local_model(local.model, "instructor.local.model")
-        if local.server == "llama_cpp" and kind not in ("embedded", "gguf"):
-            raise ModelError(
-                f"instructor.local.model {local.model}: llama_cpp serves a .gguf file, not a {kind}",
-                hint="give a .gguf file or embedded:smollm2-135m-instruct, or set instructor.local.server: vllm",
-            )
-        if local.server == "vllm" and kind == "gguf":
-            raise ModelError(
-                f"instructor.local.model {local.model}: vllm serves an HF folder or hub id, not a .gguf file",
-                hint="set instructor.local.server: llama_cpp for a .gguf file",
-            )
+    if config.instructor.local.enabled:
+        check_local_instructor(config.instructor.local)
+
+
+def check_local_instructor(local: LocalInstructorConfig, key: str = "instructor.local.model") -> None:
+    """The model a local instructor server would serve exists and suits the server."""
+    kind = check_local_model(local.model, key)
+    if local.server == "llama_cpp" and kind not in ("embedded", "gguf"):
+        raise ModelError(
+            f"{key} {local.model}: llama_cpp serves a .gguf file, not a {kind}",
+            hint="give a .gguf file or embedded:smollm2-135m-instruct (or use the vllm server for an HF folder)",
+        )
+    if local.server == "vllm" and kind == "gguf":
+        raise ModelError(
+            f"{key} {local.model}: vllm serves an HF folder or hub id, not a .gguf file",
+            hint="use the llama_cpp server for a .gguf file",
+        )
 
 
 def _hub_offline() -> bool:
@@ -285,8 +293,13 @@ def check_api_key(config: RunConfig) -> None:
 
 
 def check_endpoint(config: RunConfig, timeout_s: float = 15.0) -> list[str]:
-    """The instructor endpoint answers GET /models with JSON and lists the model."""
-    import httpx
+    """The instructor endpoint answers GET /models with JSON and lists the model.
+
+    Plain urllib: one GET needs no client library, and it sees the raw reply, so an HTML
+    page with status 200 (a proxy, a captive portal) is named as such.
+    """
+    import urllib.error
+    import urllib.request
 
     cfg = config.instructor
     if cfg.backend != "openai":
@@ -296,29 +309,32 @@ def check_endpoint(config: RunConfig, timeout_s: float = 15.0) -> list[str]:
     url = f"{str(cfg.base_url).rstrip('/')}/models"
     headers = {"Authorization": f"Bearer {os.environ[cfg.api_key_env]}"} if cfg.api_key_env else {}
     try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s, follow_redirects=True)
-    except httpx.HTTPError as error:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s) as response:  # noqa: S310 - http(s) only, checked by the config
+            kind = response.headers.get("Content-Type", "")
+            body = response.read(4 << 20)
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            raise InstructorError(
+                f"instructor.base_url {cfg.base_url} rejected the API key (HTTP {error.code})",
+                hint="check the key in the variable instructor.api_key_env names",
+            ) from None
+        return [f"instructor: {url} answered HTTP {error.code}; the model name could not be checked"]
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
         raise InstructorError(
-            f"instructor.base_url {cfg.base_url} is unreachable ({type(error).__name__}: {str(error)[:120]})",
+            f"instructor.base_url {cfg.base_url} is unreachable ({reason})",
             hint="start the server or fix instructor.base_url",
         ) from None
-    if response.status_code in (401, 403):
-        raise InstructorError(
-            f"instructor.base_url {cfg.base_url} rejected the API key (HTTP {response.status_code})",
-            hint="check the key in the variable instructor.api_key_env names",
-        )
-    if response.status_code >= 400:
-        return [f"instructor: {url} answered HTTP {response.status_code}; the model name could not be checked"]
     try:
-        listing: Any = response.json()
+        listing: Any = json.loads(body)
     except ValueError:
-        kind = response.headers.get("content-type", "unknown content").split(";")[0]
         raise InstructorError(
-            f"instructor.base_url {cfg.base_url} answered {url} with {kind}, not the JSON of an OpenAI-compatible API "
-            "(a web page, proxy or captive portal?)",
+            f"instructor.base_url {cfg.base_url} answered {url} with {kind.split(';')[0] or 'a non-JSON reply'}, "
+            "not the JSON of an OpenAI-compatible API (a web page, proxy or captive portal?)",
             hint="point instructor.base_url at the API itself; it usually ends in /v1",
         ) from None
-    models = sorted(str(m.get("id")) for m in listing.get("data", []) if isinstance(m, dict)) if isinstance(listing, dict) else []
+    data = listing.get("data", []) if isinstance(listing, dict) else []
+    models = sorted(str(m.get("id")) for m in data if isinstance(m, dict))
     if models and cfg.model not in models:
         shown = ", ".join(models[:8]) + (", ..." if len(models) > 8 else "")
         raise InstructorError(

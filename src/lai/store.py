@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lai.errors import RunDirError
 from lai.records import from_dict, to_dict
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,17 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        _name(error, path)
         raise
+
+
+def _name(error: BaseException, path: Path) -> None:
+    """Attach the path to an OS error that lacks one (a full disk says ENOSPC, not where),
+    so the CLI's one-line message can name it."""
+    if isinstance(error, OSError) and error.filename is None:
+        error.filename = str(path)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -80,13 +89,21 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     import yaml
 
     path = Path(run_dir) / "config.yaml"
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
+    try:
+        return (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {}
+    except yaml.YAMLError:
+        raise RunDirError(f"{path} is damaged (not valid YAML)", hint="restore it; lai validate names the line") from None
 
 
 def read_json(path: Path, default: Any = None) -> Any:
     if not path.exists():
         return default
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunDirError(
+            f"{path}:{error.lineno} is damaged ({error.msg})", hint="delete it and rerun; lai validate names every damaged file"
+        ) from None
 
 
 def repair_jsonl(path: Path) -> int:
@@ -115,7 +132,10 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as error:
-                    raise ValueError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+                    raise RunDirError(
+                        f"{path}:{number} is damaged (not valid JSON: {error.msg})",
+                        hint="delete that line and rerun: its record is redone",
+                    ) from None
     return rows
 
 
@@ -137,9 +157,13 @@ class JsonlWriter:
         if not text:
             return
         # One write call per batch: a kill leaves at most a torn tail, never interleaving.
-        self._handle.write(text)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.write(text)
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            _name(error, self.path)
+            raise
 
     def close(self) -> None:
         self._handle.close()

@@ -249,6 +249,8 @@ class AsyncOpenAIInstructor(Instructor):
             raise _Retryable(
                 f"malformed response: {type(error).__name__}: {str(error)[:200]}"
             ) from None
+        if isinstance(response, str):  # the client hands back a non-JSON body as text
+            raise self._not_an_api("a text or HTML page")
         if not getattr(response, "choices", None):
             raise _Retryable("reply had no choices")
         choice = response.choices[0]
@@ -555,15 +557,25 @@ class AsyncOpenAIInstructor(Instructor):
         self.run_all([request], records.append)
         return records[0]
 
+    def _not_an_api(self, kind: str) -> InstructorError:
+        """A 200 reply that is not JSON: a proxy, a captive portal or a web server at base_url."""
+        kind = kind.split(";")[0] or "a non-JSON reply"
+        return InstructorError(
+            f"the instructor at {self.base_url} answered with {kind}, not the JSON of an OpenAI-compatible API",
+            hint="point instructor.base_url at the API itself; it usually ends in /v1",
+        )
+
     def check(self) -> None:
         async def probe() -> None:
             client = openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=self._api_key, timeout=15, max_retries=1
             )
             try:
-                await client.models.list()
+                raw = await client.models.with_raw_response.list()
             finally:
                 await client.close()
+            if "json" not in raw.headers.get("content-type", "json"):
+                raise self._not_an_api(raw.headers.get("content-type", ""))
 
         try:
             asyncio.run(probe())

@@ -147,7 +147,7 @@ def check_local_model(spec: str, key: str = "target.model") -> str:
             )
         return "gguf"
     if path.suffix == ".gguf":
-        raise ModelError(f"{key}: model file not found: {path}", hint=f"check {key} in the config")
+        raise ModelError(f"{key}: model file not found: {path}", hint=f"check {key}")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(f"{key} {path} is not a model folder (no config.json)", hint="point it at an HF model folder")
