@@ -131,3 +131,6 @@ def test_compare_tests_every_pair_of_runs_on_the_same_items(run: Path, tmp_path:
     cells = [c.strip() for c in pair_row.strip("|").split("|")]
     # items, A right, B right, only A right, only B right, verdict: 7 discordant items, all one way.
     assert cells[2:] == ["gsm8k/test", "10", "8", "1", "7", "0", f"distinguishable from noise (p = {format_p(2 / 128)})"]
+    page = page_text(render_html([run, other]))
+    assert "Is the difference more than noise?" in page
+    assert f"fake (run) fake (other) gsm8k/test 10 8 1 7 0 distinguishable from noise (p = {format_p(2 / 128)})" in page
