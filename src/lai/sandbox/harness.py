@@ -1,0 +1,135 @@
+"""Runs inside the sandboxed process: the program, then the proof that it ran to its end.
+
+Loaded by the zygote (never by lai itself), so it imports only the standard library.
+
+The verdict "passed" needs more than exit status 0, which a program can produce at any
+moment (``sys.exit(0)`` at module level, ``os._exit(0)`` from a hook, ``os.execv`` into
+``true``...). After the program's module body has returned normally, :func:`run` raises
+the audit event ``lai.sandbox.done``; the audit hook armed before the program started
+answers it by writing a per-run secret to the proof pipe, whose other end the zygote's
+worker reads. The worker compares it with the secret it sent (after forking, so no copy
+of it sits in any frame of the program's stack).
+
+Why an audit hook: it is the one piece of Python the program cannot remove or reach.
+Hooks live in interpreter state with no Python-level accessor; the hook object is held
+by nothing else once armed; it accepts the event only from the very frame that ran the
+program (a call of ``sys.audit`` by the program, or of :func:`run` again, is refused); and
+it closes the routes that lead to its closure or to raw memory: tracing and profiling
+(a trace function could also jump over asserts), ctypes, the gc's object lists, other
+threads' frames, code objects built by hand. Without procfs in the sandbox the program
+cannot read its own memory through ``/proc/self/mem`` either.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import sys
+import traceback
+import types
+from typing import Any, NoReturn
+
+DONE_EVENT = "lai.sandbox.done"
+SECRET_BYTES = 16
+# Events the hook refuses (the process exits with status 1 and a line on stderr).
+FORBIDDEN = frozenset({
+    "sys.settrace", "sys.setprofile", "sys._current_frames", "gc.get_objects",
+    "gc.get_referrers", "gc.get_referents", "code.__new__",
+})  # fmt: skip
+FORBIDDEN_PREFIXES = ("ctypes.",)
+TRACEBACK_FRAMES = 50  # the traceback of a deep recursion is cut to its last frames
+
+# Captured at import, before any program runs: rebinding os.write or os._exit in the
+# program's namespace does not change what the harness calls.
+_write, _exit, _read, _close, _getframe, _audit = (
+    os.write,
+    os._exit,
+    os.read,
+    os.close,
+    sys._getframe,
+    sys.audit,
+)
+
+
+def _arm(secret: bytes, proof_fd: int) -> None:
+    """Install the audit hook that alone can emit the proof, for the caller's frame only."""
+    runner = _getframe(1)
+    pending = [secret]  # emptied by the first (and only) proof
+
+    def hook(event: str, _args: tuple[Any, ...]) -> None:
+        try:  # this frame must never end in a traceback the program could walk
+            if event == DONE_EVENT:
+                if pending and _getframe(1) is runner:
+                    _write(proof_fd, pending.pop())
+            elif event in FORBIDDEN or event.startswith(FORBIDDEN_PREFIXES):
+                _write(2, f"sandbox: {event} is not allowed here\n".encode())
+                _exit(1)
+        except BaseException:  # noqa: BLE001 - any failure in here ends the process
+            _exit(1)
+
+    sys.addaudithook(hook)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        try:
+            data = data[_write(fd, data) :]
+        except OSError:  # the program closed or broke its stderr: nothing to tell
+            return
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(BaseException):  # a program may have replaced the streams
+            stream.flush()
+
+
+def _cap_recursion(cap: int) -> None:
+    """Python 3.11 keeps Python frames on the heap, so a program that raises the recursion
+    limit to 10**9 recurses for tens of seconds until memory runs out and is reported as
+    a timeout; capped, it fails fast with RecursionError."""
+    real = sys.setrecursionlimit
+
+    def setrecursionlimit(limit: int) -> None:
+        real(min(limit, cap) if isinstance(limit, int) else limit)
+
+    sys.setrecursionlimit = setrecursionlimit
+
+
+def run(source: str, path: str, secret_fd: int, proof_fd: int, recursion_cap: int) -> NoReturn:
+    """Run the program as ``__main__``; prove a normal end; never return."""
+    secret = b""
+    while len(secret) < SECRET_BYTES and (chunk := _read(secret_fd, SECRET_BYTES)):
+        secret += chunk
+    _close(secret_fd)
+    main = types.ModuleType("__main__")
+    main.__file__, main.__builtins__ = path, builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"], sys.argv = main, [path]
+    _cap_recursion(recursion_cap)
+    if "random" in sys.modules:  # a forked interpreter would share its parent's sequence
+        sys.modules["random"].seed()
+    _arm(secret, proof_fd)
+    del secret  # from here on only the hook holds it
+    try:
+        exec(compile(source, path, "exec", dont_inherit=True), main.__dict__)  # noqa: S102
+    except SystemExit as exc:  # sys.exit() before the end: Python's exit status, no proof
+        _flush()
+        code = exc.code
+        if code is not None and not isinstance(code, int):
+            _write_all(2, f"{code}\n".encode(errors="replace"))
+        _exit(0 if code is None else code & 0xFF if isinstance(code, int) else 1)
+    except BaseException as exc:  # noqa: BLE001 - printed as Python would, minus our frame
+        _flush()
+        try:
+            tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+            lines = traceback.format_exception(type(exc), exc, tb, limit=-TRACEBACK_FRAMES)
+            text = "".join(lines)
+        except BaseException:  # noqa: BLE001 - e.g. an exception whose __str__ raises
+            text = f"{type(exc).__name__}: <unprintable>\n"
+        _write_all(2, text.encode(errors="replace"))
+        _exit(1)
+    else:
+        _audit(DONE_EVENT)  # the hook checks that this very frame is asking
+        _flush()
+        _exit(0)
