@@ -132,3 +132,14 @@ def test_raw_completions_keep_their_leading_whitespace(tiny_model_dir: Path) -> 
     tokens = target._generate_batch([ids], 0, lambda _n: DynamicCache(), 8, ())[0]
     # Exactly the decoded text, not stripped: HumanEval completions start with indentation.
     assert raw == target.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def test_rows_are_reported_as_they_finish(tiny_model_dir: Path) -> None:
+    """Progress per item (issue 18): row_done hears of every row, continuous or not."""
+    prompts: list = [[{"role": "user", "content": "word " * n}] for n in (1, 40, 3, 25, 7)]
+    for continuous in (True, False):
+        target = HFTarget(str(tiny_model_dir), batch_size=2, continuous=continuous)
+        calls: list[int] = []
+        target.row_done = calls.append
+        target.generate(prompts, max_new_tokens=6, stop=("e",))
+        assert sum(calls) == len(prompts) and len(calls) > 1, (continuous, calls)
