@@ -54,7 +54,7 @@ def _iteration_line(k: int, s: dict[str, Any]) -> str:
     )
     parts = [f"{collect.get('wrong', '?')} {ERRORS_FOUND} in {collect.get('n', '?')} questions"]
     if "control_errors" in instruct:
-        parts[-1] += f" ({instruct['control_errors']} {CONTROL})"
+        parts[-1] += f", {instruct['control_errors']} {CONTROL}"
     if "direct_samples" in instruct:
         parts.append(f"{instruct['direct_samples']} real rows")
     elif instruct:
