@@ -254,7 +254,7 @@ def eval_(
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     if not names:
-        raise LaiError(f"--tasks {tasks!r} names no task", hint="e.g. --tasks gsm8k,arc_challenge (lai tasks lists them)")
+        raise LaiError(f"--tasks {tasks!r} names no task", hint="e.g. --tasks gsm8k,arc_challenge; lai tasks lists them")
     if scoring not in {"auto", "generate", "loglikelihood"}:
         raise LaiError(f"unknown --scoring {scoring!r}", hint="auto, generate or loglikelihood")
     out = out or Path("runs") / f"eval-{protocol}"

@@ -86,7 +86,7 @@ def decode_error(path: str | os.PathLike[str], data: bytes, error: UnicodeDecode
     byte = data[error.start : error.start + 1].hex()
     return DataError(
         f"{path}:{line}: the {what} is not UTF-8 text (byte 0x{byte})",
-        hint="save it as UTF-8 (e.g. iconv -f latin1 -t utf-8), or give a text file, not a binary one",
+        hint="save it as UTF-8, e.g. with iconv -f latin1 -t utf-8; a binary file cannot be used here",
     )
 
 

@@ -154,7 +154,7 @@ def check_run_files(run_dir: Path) -> None:
                 raise ValueError("not a JSON object")
         except ValueError as error:
             why = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
-            raise _damaged(manifest, None, why, "delete it and rerun: lai writes a new one (the stage timings so far are lost)") from None
+            raise _damaged(manifest, None, why, "delete it and rerun: lai writes a new one, losing only the stage timings so far") from None
     config = run_dir / "config.yaml"
     if config.is_file():
         try:

@@ -134,7 +134,7 @@ def check_local_model(spec: str, key: str = "target.model") -> str:
     fix = "use embedded:smollm2-135m-instruct, an HF folder, a .gguf file, or a hub id like org/name"
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ModelError(f"{key} {path} is a file but not a model (a .gguf file or an HF folder)", hint=fix)
+            raise ModelError(f"{key} {path} is a file but not a model: neither a .gguf file nor an HF folder", hint=fix)
         try:
             with open(path, "rb") as handle:
                 magic = handle.read(4)
