@@ -217,7 +217,8 @@ def _config(isolate: bool, lim: _Limits) -> dict[str, Any]:
     )
     return {
         "isolate": isolate, "uid": uid, "workdir": workdir, "env": _ENV,
-        "timeout_s": lim.timeout_s, "disk_mb": lim.max_disk_mb, "max_files": lim.max_files,
+        "timeout_s": lim.timeout_s,  # (tmpfs reads 0 as "no limit": at least 1)
+        "disk_mb": max(1, lim.max_disk_mb), "max_files": max(1, lim.max_files),
         "recursion_cap": _RECURSION_CAP,
         # the tree's cap: programs, their tmpfs pages, and the init's and worker's share
         "cgroup_bytes": (lim.memory_mb + lim.max_disk_mb + 64) * mib,

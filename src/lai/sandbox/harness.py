@@ -56,17 +56,26 @@ def _arm(secret: bytes, proof_fd: int) -> None:
     """Install the audit hook that alone can emit the proof, for the caller's frame only."""
     runner = _getframe(1)
     pending = [secret]  # emptied by the first (and only) proof
+    # Locals, not module globals: the program can rebind this module's names, not these.
+    done, forbidden, prefixes, write, exit_, getframe = (
+        DONE_EVENT,
+        FORBIDDEN,
+        FORBIDDEN_PREFIXES,
+        _write,
+        _exit,
+        _getframe,
+    )
 
     def hook(event: str, _args: tuple[Any, ...]) -> None:
         try:  # this frame must never end in a traceback the program could walk
-            if event == DONE_EVENT:
-                if pending and _getframe(1) is runner:
-                    _write(proof_fd, pending.pop())
-            elif event in FORBIDDEN or event.startswith(FORBIDDEN_PREFIXES):
-                _write(2, f"sandbox: {event} is not allowed here\n".encode())
-                _exit(1)
+            if event == done:
+                if pending and getframe(1) is runner:
+                    write(proof_fd, pending.pop())
+            elif event in forbidden or event.startswith(prefixes):
+                write(2, f"sandbox: {event} is not allowed here\n".encode())
+                exit_(1)
         except BaseException:  # noqa: BLE001 - any failure in here ends the process
-            _exit(1)
+            exit_(1)
 
     sys.addaudithook(hook)
 
