@@ -19,7 +19,7 @@ import pytest
 
 from lai import sandbox
 from lai.sandbox import run_many, run_program
-from lai.sandbox.zygote import remove_tree
+from lai.sandbox.hostfs import remove_tree
 
 needs_isolation = pytest.mark.skipif(
     not sandbox.isolation_available(),

@@ -52,21 +52,20 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import selectors
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from lai.sandbox.verdict import RECURSION_CAP, clean, clean_output, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +74,6 @@ _ZYGOTE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote.py")
 _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 SANDBOX_UIDS = range(1_500_000_000, 1_510_000_000)  # unused uids; one at random per run
 _REPORT_GRACE_S = 60.0  # how long past its timeout a silent worker is waited for
-_RECURSION_CAP = 100_000
 _IDLE_S = 3.0  # a zygote with no request for this long exits; the next run starts one
 
 
@@ -128,7 +126,7 @@ def run_program(
         return _run(code, isolate, limits)
     except Exception as exc:  # noqa: BLE001 - lai's own failure, still one verdict per program
         logger.exception("sandbox: could not run a program")
-        return ExecutionResult(False, "error", _clean(f"sandbox error: {exc!r}", 300), "", "", 0.0)
+        return ExecutionResult(False, "error", clean(f"sandbox error: {exc!r}", 300), "", "", 0.0)
 
 
 @cache
@@ -219,7 +217,7 @@ def _config(isolate: bool, lim: _Limits) -> dict[str, Any]:
         "isolate": isolate, "uid": uid, "workdir": workdir, "env": _ENV,
         "timeout_s": lim.timeout_s,  # (tmpfs reads 0 as "no limit": at least 1)
         "disk_mb": max(1, lim.max_disk_mb), "max_files": max(1, lim.max_files),
-        "recursion_cap": _RECURSION_CAP,
+        "recursion_cap": RECURSION_CAP,
         # the tree's cap: programs, their tmpfs pages, and the init's and worker's share
         "cgroup_bytes": (lim.memory_mb + lim.max_disk_mb + 64) * mib,
         "rlimits": {"RLIMIT_CPU": (cpu, cpu + 1), "RLIMIT_AS": (lim.memory_mb * mib,) * 2,
@@ -247,7 +245,7 @@ def _run(code: str, isolate: bool, lim: _Limits) -> ExecutionResult:
         run.collect()
         if run.report is not None or run.heard or attempt == 2 or not zygote.wait_gone():
             break
-    status, reason = _verdict(run.report, run.stderr, run.overflow, lim)
+    status, reason = verdict(run.report, run.stderr, run.overflow, lim)
     if run.report and run.report.get("kind") == "done":
         _note_cleanup(run.report)
     return ExecutionResult(
@@ -330,7 +328,7 @@ class _Attempt:
             os.close(self.out_r)
             os.close(self.err_r)
             ctl.close()
-        self.stdout, self.stderr = (_clean_output(heads[fd]) for fd in (self.out_r, self.err_r))
+        self.stdout, self.stderr = (clean_output(heads[fd]) for fd in (self.out_r, self.err_r))
         self.seconds = (
             float(self.report.get("seconds", 0.0)) if self.report else time.monotonic() - start
         )
@@ -354,84 +352,3 @@ def _note_cleanup(report: dict[str, Any]) -> None:
         )
     if not report.get("cleaned", True):
         logger.warning("sandbox: a run's cgroup or directory could not be removed")
-
-
-# ---- the verdict --------------------------------------------------------------------------
-
-_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]{0,79})(?::\s?(.*))?$")
-
-
-def _clean_output(raw: bytes) -> str:
-    """The program's output as text, without control or format characters (tabs and
-    newlines stay): a terminal escape or a right-to-left override could otherwise
-    rewrite what a reader, human or model, thinks it says."""
-    text = _INVISIBLE.sub("", raw.decode("utf-8", "replace"))
-    return "".join(c for c in text if unicodedata.category(c) != "Cf")
-
-
-def _clean(text: str, limit: int) -> str:
-    text = " ".join(_clean_output(text.encode("utf-8", "replace")).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _quote(text: str, limit: int = 200) -> str:
-    """The program's words inside lai's sentence: cleaned, capped, in double quotes."""
-    return '"' + _clean(text, limit).replace('"', "'") + '"'
-
-
-def _verdict(
-    report: dict[str, Any] | None, stderr: str, overflow: bool, lim: _Limits
-) -> tuple[str, str]:
-    if report is None:
-        return "error", "sandbox error: the sandbox ended without a report"
-    if report["kind"] == "error":
-        return "error", _clean(str(report["message"]), 300)
-    if overflow:
-        return "error", f"output truncated: over {lim.max_output_bytes} bytes, program stopped"
-    if report["outcome"] == "timeout":
-        return "timeout", f"timed out after {lim.timeout_s:.1f} s"
-    if report["outcome"] != "exited" or report["status"] is None:
-        return "error", "sandbox error: the run was stopped"
-    code = os.waitstatus_to_exitcode(int(report["status"]))
-    if code == 0:
-        if report["proof"]:
-            return "passed", "passed"
-        return "failed", "failed: exited before the tests finished (exit code 0)"
-    if code > 0:
-        return "failed", "failed: " + _exception(stderr, code, lim)
-    if -code == signal.SIGXCPU:
-        return "timeout", "timed out: CPU time limit exceeded"
-    if report.get("oom"):
-        return "failed", f"failed: killed at the memory limit ({lim.memory_mb} MB)"
-    name = next((s.name for s in signal.Signals if s == -code), f"signal {-code}")
-    return "failed", f"failed: killed by {name}"
-
-
-def _exception(stderr: str, code: int, lim: _Limits) -> str:
-    """'Type: "message"' from the last traceback (or SyntaxError report) in stderr."""
-    lines = stderr.rstrip().splitlines()
-    heads = [i for i, line in enumerate(lines) if line.startswith(("Traceback (", '  File "'))]
-    rest = lines[heads[-1] + 1 :] if heads else []
-    while rest and (rest[0].startswith(" ") or not rest[0].strip()):
-        rest.pop(0)  # the frame's source line and its ^^^ markers
-    message: list[str] = []
-    for line in rest:  # stop where another process's traceback begins
-        if line.startswith((" ", "Traceback")):
-            break
-        message.append(line.strip())
-    match = _EXCEPTION.match(message[0]) if message else None
-    if match:
-        kind, first = match[1], match[2] or ""
-        text = " ".join([first, *message[1:]]).strip()
-        hints = {"MemoryError": f"memory limit {lim.memory_mb} MB",
-                 "RecursionError": f"recursion limit at most {_RECURSION_CAP} in the sandbox",
-                 "BlockingIOError": f"process limit {lim.max_processes}" if "[Errno 11]" in text else "",
-                 "OSError": {"[Errno 27]": f"file size limit {lim.max_file_mb} MB",
-                             "[Errno 28]": f"disk quota {lim.max_disk_mb} MB or {lim.max_files} files",
-                             }.get(text[:10], "")}  # fmt: skip
-        summary = f"{kind}: {_quote(text)}" if text else kind
-        hint = hints.get(kind)
-        return f"{summary} ({hint})" if hint else summary
-    last = lines[-1] if lines else ""
-    return f"exit code {code}" + (f" (stderr: {_quote(last)})" if last.strip() else "")
