@@ -337,7 +337,11 @@ def export(
 ) -> None:
     """Export a run's kept training samples as a Hugging Face dataset with a provenance card."""
     from lai.export import export_dataset
+    from lai.preflight import check_run_files
+    from lai.store import require_run_dir
 
+    require_run_dir(run_dir)
+    check_run_files(run_dir)  # a damaged record is named by file and line, as lai report does
     done = export_dataset(run_dir, out_dir, include_dropped=include_dropped, push_to_hub=push_to_hub, private=not public)
     what = "samples (kept and dropped)" if include_dropped else "kept samples"
     pushed = f", pushed to {done.repo} ({'public' if public else 'private'})" if done.repo else ""

@@ -321,6 +321,8 @@ CASES: list[Case] = [
     Case("resume with another config", on_run(lambda r: None, "run", "CONFIG", "--run-dir", "RUN", "--set", "seed=7"), ("different config (differs in: seed)",)),
     Case("report of a damaged run", on_run(truncate("manifest.json"), "report", "RUN"), ("{dir}/run/manifest.json", "damaged")),
     Case("compare a damaged run", on_run(truncate("manifest.json"), "compare", "RUN"), ("{dir}/run/manifest.json", "damaged")),
+    Case("export a damaged run", on_run(write("iter_01/verified.jsonl", b'{"id": 1}\n{oops\n'), "export", "RUN", "OUT"), ("{dir}/run/iter_01/verified.jsonl:2", "damaged")),
+    Case("export a folder that is no run", lambda f: ["export", str(f), str(f / "out")], ("{dir}", "not a lai run directory")),
     Case("compare a folder that is no run", lambda f: ["compare", str(f)], ("{dir}", "not a lai run directory")),
     Case("compare --out under a file", with_files(files(**{"afile": "x"}), on_run(lambda r: None, "compare", "RUN", "--out", "OUT")), ("{dir}/afile",)),
     # -- lai eval and serve-instructor ---------------------------------------------------------
