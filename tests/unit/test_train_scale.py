@@ -197,9 +197,38 @@ def test_a_failing_worker_is_one_line_naming_the_log(tmp_path: Path) -> None:
         run_logged([sys.executable, "-c", script], log_path, "ddp training with 2 processes")
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith("ddp training with 2 processes failed (exit code 3)")
+    assert message.startswith("ddp training with 2 processes failed (exit status 3)")
     assert "RuntimeError: Gloo connectFullMesh failed" in message and str(log_path) in message
     assert "step 1 loss 2.3" in log_path.read_text()  # everything the workers printed is kept
+
+
+def test_a_launcher_killed_by_a_signal_is_named_and_restarted_once(tmp_path: Path) -> None:
+    from lai.train.launch import run_restarting_once
+
+    log_path = tmp_path / "train.log"
+    marker = tmp_path / "crashed"
+    # Dies of SIGKILL the first time only: the restart finishes the job.
+    once = (
+        "import os, pathlib, signal\n"
+        f"m = pathlib.Path({str(marker)!r})\n"
+        "if not m.exists():\n    m.touch(); print('loading shards', flush=True); os.kill(os.getpid(), signal.SIGKILL)\n"
+        "print('trained')\n"
+    )
+    run_restarting_once([sys.executable, "-c", once], log_path, "ddp training")
+    assert marker.exists() and "trained" in log_path.read_text()
+    # Dies every time: one line with the signal in words and the log, after exactly one restart.
+    always = "import os, signal\nprint('step', flush=True)\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    with pytest.raises(TrainError) as caught:
+        run_restarting_once([sys.executable, "-c", always], log_path, "ddp training")
+    message = str(caught.value)
+    assert message.startswith("ddp training failed (killed by SIGSEGV (segmentation fault))")
+    assert message.endswith("it crashed again after a restart") and str(log_path) in message and "\n" not in message
+    # A Python error (an exit status) is not retried: it would only repeat.
+    starts = tmp_path / "starts"
+    failing = f"open({str(starts)!r}, 'a').write('x')\nraise SystemExit(3)\n"
+    with pytest.raises(TrainError, match=r"failed \(exit status 3\)"):
+        run_restarting_once([sys.executable, "-c", failing], log_path, "ddp training")
+    assert starts.read_text() == "x"
 
 
 def test_stopping_lai_stops_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -438,7 +467,7 @@ def test_ddp_worker_failure_is_one_line_naming_the_log(tmp_path: Path) -> None:
         SFTTrainerBackend(config).train(str(broken), examples(2), tmp_path / "train")
     message = str(caught.value)
     log_path = tmp_path / "train" / "train.log"
-    assert "\n" not in message and message.startswith("ddp training with 2 processes failed (exit code")
+    assert "\n" not in message and message.startswith("ddp training with 2 processes failed (exit status")
     assert "ValueError: Couldn't instantiate the backend tokenizer" in message
     assert message.endswith(f"full log: {log_path}") and "Traceback" in log_path.read_text()
     assert not (tmp_path / "train" / "model").exists()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +43,7 @@ from lai.models.prompting import (
     require_chat_template,
 )
 from lai.models.resolve import ModelSource, resolve_model
+from lai.processes import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class HFTarget(Target):
         import torch
 
         super().__init__(model)
-        torch.set_num_threads(int(threads or os.cpu_count() or 1))
+        torch.set_num_threads(int(threads or usable_cpus()))  # affinity and cgroup quota, not the machine's count
         self.source = resolve_model(model)
         self.device = pick_device(device)
         self.batch_size = batch_size

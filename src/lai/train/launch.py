@@ -28,7 +28,7 @@ from typing import Any
 
 from lai.config import TrainConfig
 from lai.errors import LaiError
-from lai.processes import free_port, stop_group
+from lai.processes import describe_exit, free_port, stop_group, usable_cpus
 from lai.train.base import TrainError, TrainExample
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,30 @@ def launch_distributed(
     ]  # fmt: skip
     env = dict(os.environ)
     if use_cpu:  # share the cores between the workers instead of oversubscribing them
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.num_processes)))
+        env.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // cfg.num_processes)))
     what = f"{cfg.distributed} training with {cfg.num_processes} processes"
     log.info("%s: accelerate launch --config_file %s (log: %s)", what, config_path, out_dir / "train.log")
-    run_logged(command, out_dir / "train.log", what, env=env)
+    run_restarting_once(command, out_dir / "train.log", what, env=env)
     if not summary_path.exists():
         raise TrainError(f"{what} exited cleanly but wrote no {SUMMARY_FILE}; see {out_dir / 'train.log'}")
     return json.loads(summary_path.read_text())
+
+
+def run_restarting_once(command: list[str], log_path: Path, what: str, env: dict[str, str] | None = None) -> None:
+    """:func:`run_logged`, started once more if it died by a signal; the second crash is the error.
+
+    A death by signal (the OOM killer, a stray SIGKILL, a fault) may not repeat, so one more
+    try from scratch is worth it (training is seeded); an exit status is a Python error,
+    which would only repeat.
+    """
+    try:
+        run_logged(command, log_path, what, env=env)
+    except ChildCrashed as crash:
+        log.warning("%s; starting it once more", crash)
+        try:
+            run_logged(command, log_path, what, env=env)
+        except ChildCrashed as again:
+            raise TrainError(f"{again}; it crashed again after a restart") from None
 
 
 def run_logged(command: list[str], log_path: Path, what: str, env: dict[str, str] | None = None) -> None:
@@ -110,7 +127,12 @@ def run_logged(command: list[str], log_path: Path, what: str, env: dict[str, str
             raise
     if code != 0:
         cause = failure_cause(list(tail))
-        raise TrainError(f"{what} failed (exit code {code}){': ' + cause if cause else ''}; full log: {log_path}")
+        message = f"{what} failed ({describe_exit(code)}){': ' + cause if cause else ''}; full log: {log_path}"
+        raise (ChildCrashed if code < 0 else TrainError)(message)
+
+
+class ChildCrashed(TrainError):
+    """The launcher died by a signal (not a Python error): worth one more try."""
 
 
 def failure_cause(lines: list[str]) -> str:

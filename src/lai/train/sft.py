@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from lai.config import TrainConfig
+from lai.processes import usable_cpus
 from lai.progress import Progress, note
 from lai.train.base import Trainer, TrainExample
 
@@ -148,7 +149,7 @@ def run_training(
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     # CPU threads: OMP_NUM_THREADS when set (lai's launcher sets it to share the cores out
     # between CPU workers; torchrun sets it too), else every core.
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1))
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or 0) or usable_cpus()))
     on_gpu = cuda_devices() > 0
     precision = resolve_precision(cfg.precision, on_gpu)
     load_dtype, save_dtype = _dtypes(cfg, precision)
