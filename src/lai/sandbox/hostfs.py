@@ -152,6 +152,11 @@ def build_root(cfg: dict[str, Any], source: str) -> None:
     if new is None:
         raise OSError("no directory to build the sandbox's root on")
     _mount("tmpfs", new, "tmpfs", _NOSUID | _NODEV, "size=1m,nr_inodes=1024,mode=755")
+    # The program's disk first, so that an interpreter living under /tmp is bound on top.
+    os.makedirs(new + WORKDIR)
+    uid = cfg["uid"]
+    quota = f"size={cfg['disk_mb']}m,nr_inodes={cfg['max_files']},mode=700,uid={uid},gid={uid}"
+    _mount("tmpfs", new + WORKDIR, "tmpfs", _NOSUID | _NODEV, quota)
     for path in binds:
         target = new + path
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -170,10 +175,6 @@ def build_root(cfg: dict[str, Any], source: str) -> None:
     os.makedirs(new + "/var", exist_ok=True)
     if not os.path.lexists(new + "/var/tmp"):
         os.symlink(WORKDIR, new + "/var/tmp")
-    os.makedirs(new + WORKDIR, exist_ok=True)
-    uid = cfg["uid"]
-    quota = f"size={cfg['disk_mb']}m,nr_inodes={cfg['max_files']},mode=700,uid={uid},gid={uid}"
-    _mount("tmpfs", new + WORKDIR, "tmpfs", _NOSUID | _NODEV, quota)
     _pivot(new)
     _mount(None, "/", None, _REMOUNT | _RDONLY | _NOSUID | _NODEV)
     program = os.path.join(WORKDIR, "main.py")
