@@ -431,16 +431,21 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
                 path.write_bytes(path.read_bytes().replace(b"{port}", str(port).encode()))
             streams = tmp_path_factory.mktemp("streams")
             prepared.append((case, folder, args, streams, snapshot(folder)))
-        running: dict[int, int] = {}
+        # At most four at once; each child is waited for by its pid (os.wait would reap
+        # processes other tests started), the oldest first.
+        running: list[tuple[int, int]] = []
         codes: dict[int, int] = {}
+
+        def reap_oldest() -> None:
+            pid, index = running.pop(0)
+            codes[index] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
         for index, (case, folder, args, streams, _) in enumerate(prepared):
-            if len(running) >= 4:  # at most four cases at once
-                pid, status = os.wait()
-                codes[running.pop(pid)] = os.waitstatus_to_exitcode(status)
-            running[run_forked(args, folder, case.env, streams)] = index
+            if len(running) >= 4:
+                reap_oldest()
+            running.append((run_forked(args, folder, case.env, streams), index))
         while running:
-            pid, status = os.wait()
-            codes[running.pop(pid)] = os.waitstatus_to_exitcode(status)
+            reap_oldest()
         yield {
             case.name: Outcome(
                 folder, codes[index], (streams / "stdout").read_text(errors="replace"),
