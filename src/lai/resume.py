@@ -76,9 +76,9 @@ def compare(saved: dict[str, Any], current: dict[str, Any], where: str = "the ru
     if refused:
         raise ConfigError(
             f"{where} was started with a different config (differs in: {', '.join(refused)})",
-            hint="rerun with the same config to resume (only how it runs may change: "
-            "max_cost, concurrency, rate limits, timeouts, retries, base_url, api_key_env; "
-            "iterations may grow), or pass a new --run-dir",
+            hint="rerun with the same config to resume, or pass a new --run-dir; only how it runs may "
+            "change: max_cost, concurrency, rate limits, timeouts, retries, base_url, api_key_env, "
+            "and iterations may grow",
         )
     before, after = saved.get("iterations"), current.get("iterations")
     if isinstance(before, int) and isinstance(after, int) and after != before:

@@ -168,7 +168,7 @@ def check_failures(
     cause, fix, _ = failure_cause(errors, base_url)
     raise InstructorError(
         f"{failed} of {total} {label} requests failed, most with {cause}: {fix}",
-        hint=f"the stage is not done; rerun the same command to retry the failed requests "
-        f"(instructor.max_failed_share is {max_failed_share:g})",
+        hint=f"the stage is not done; rerun the same command to retry the failed requests; "
+        f"instructor.max_failed_share is {max_failed_share:g}",
     )
 
