@@ -2,14 +2,18 @@
 
 Each program below ends with tests that fail (``assert candidate(1) == 2``) and tries,
 before they run, to be scored "passed" anyway. The old sandbox (verdict = exit status 0)
-scored 22 of these 29 programs **passed** (measured 2026-12-01 against the previous
+scored 22 of the first 29 programs **passed** (measured 2026-12-01 against the previous
 ``sandbox.py``): every route that reaches exit status 0 (sys.exit, SystemExit, os._exit,
 exit(256), excepthook, atexit, threads, a signal handler, exec of another binary, closed
 descriptors, killing the parent, a fork whose parent leaves first, fake proof text, the
 done event, frame walking, ctypes, gc). The other seven it failed or errored for other
 reasons (SIGABRT and SIGINT were "error"; a __del__ SystemExit is ignored by Python; a
-settrace loop timed out; the harness-specific ones had no harness to attack). Now all 29
-are "failed".
+settrace loop timed out; the harness-specific ones had no harness to attack). Now all are
+"failed". Two attacks on the harness itself were found while writing these and each
+passed on a version of it (checked by running the test against it): walking the frames
+to the runner's locals (the secret was still in a loop variable), and a signal handler
+that fires while the audit hook runs and reads its closure. The secret now lives only as
+a constant of a code object the hook guards.
 """
 
 from __future__ import annotations
@@ -96,13 +100,65 @@ FORGERIES = {
         "h.DONE_EVENT = 'open'\nh.FORBIDDEN = frozenset()\nh._exit = lambda code: None\n"
         "h._audit('open')\nopen('/dev/null')\nos._exit(0)\n"
     ),
-    "read the runner's frames for secrets": (
-        "import os, sys\nf = sys._getframe()\nfound = []\n"
-        "while f is not None:\n    for v in list(f.f_locals.values()):\n"
-        "        if isinstance(v, (bytes, bytearray)) and len(v) == 16:\n            found.append(v)\n"
-        "    f = f.f_back\n"
-        "for v in found:\n    for fd in range(3, 64):\n        try:\n            os.write(fd, v)\n"
-        "        except OSError:\n            pass\nos._exit(0)\n"
+    "read the runner's frames for the secret": (  # the first 16 bytes found, to the proof fd
+        "import os, sys\nfound = []\nf = sys._getframe()\nwhile f is not None:\n"
+        "    values = list(f.f_locals.values())\n"
+        "    for v in list(values):\n        for cell in getattr(v, '__closure__', None) or ():\n"
+        "            values.append(cell.cell_contents)\n"
+        "    found += [v for v in values if isinstance(v, bytes) and len(v) == 16]\n"
+        "    f = f.f_back\nif found:\n    os.write(4, found[0])\nos._exit(0)\n"
+    ),
+    "a signal handler catches the audit hook mid-call": (  # and reads what its frame holds
+        "import os, signal, sys, time\n"
+        "busy = False\n"
+        "found = []\n"
+        "def handler(signum, frame):\n"
+        "    global busy\n"
+        "    if busy:\n"
+        "        return\n"
+        "    busy = True\n"
+        "    f = frame\n"
+        "    while f is not None:\n"
+        "        values = list(f.f_locals.values())\n"
+        "        for v in list(values):\n"
+        "            for cell in getattr(v, '__closure__', None) or ():\n"
+        "                values.append(cell.cell_contents)\n"
+        "            if isinstance(v, list):\n"
+        "                values.extend(v)\n"
+        "        found.extend(v for v in values if isinstance(v, bytes) and len(v) == 16)\n"
+        "        f = f.f_back\n"
+        "    if found:\n"
+        "        signal.setitimer(signal.ITIMER_REAL, 0)\n"
+        "        try:\n"
+        "            os.write(4, found[0])\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "        os._exit(0)\n"
+        "    busy = False\n"
+        "signal.signal(signal.SIGALRM, handler)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)\n"
+        "end = time.monotonic() + 3\n"
+        "n = 0\n"
+        "while time.monotonic() < end:\n"
+        "    sys._getframe()\n"
+        "    n += 1\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0)\n"
+        'print("not found", n)\n'
+    ),
+    "read the proof function's constants from the hook's frame": (
+        "import os, signal, sys, time\nbusy = False\n"
+        "def handler(signum, frame):\n    global busy\n    if busy or 'proof' not in frame.f_locals:\n"
+        "        return\n    busy = True\n    signal.setitimer(signal.ITIMER_REAL, 0)\n"
+        "    consts = frame.f_locals['proof'].__code__.co_consts\n"
+        "    for c in consts:\n        if isinstance(c, bytes) and len(c) == 16:\n"
+        "            os.write(4, c)\n            os._exit(0)\n"
+        "signal.signal(signal.SIGALRM, handler)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.0003, 0.0003)\nend = time.monotonic() + 3\n"
+        "while time.monotonic() < end:\n    sys._getframe()\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0)\n"
+    ),
+    "build a function around the harness's code": (
+        "import types\ntypes.FunctionType((lambda: b'x').__code__, {})\nimport os\nos._exit(0)\n"
     ),
     "settrace to jump over the failing assert": (
         "import sys\ndef tracer(frame, event, arg):\n"

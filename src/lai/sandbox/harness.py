@@ -35,7 +35,7 @@ SECRET_BYTES = 16
 # Events the hook refuses (the process exits with status 1 and a line on stderr).
 FORBIDDEN = frozenset({
     "sys.settrace", "sys.setprofile", "sys._current_frames", "gc.get_objects",
-    "gc.get_referrers", "gc.get_referents", "code.__new__",
+    "gc.get_referrers", "gc.get_referents", "code.__new__", "function.__new__",
 })  # fmt: skip
 FORBIDDEN_PREFIXES = ("ctypes.",)
 TRACEBACK_FRAMES = 50  # the traceback of a deep recursion is cut to its last frames
@@ -52,31 +52,75 @@ _write, _exit, _read, _close, _getframe, _audit = (
 )
 
 
-def _arm(secret: bytes, proof_fd: int) -> None:
-    """Install the audit hook that alone can emit the proof, for the caller's frame only."""
+def _read_secret(fd: int) -> bytes:
+    secret = b""
+    while len(secret) < SECRET_BYTES and (chunk := _read(fd, SECRET_BYTES)):
+        secret += chunk
+    _close(fd)
+    return secret
+
+
+def _arm(secret_fd: int, proof_fd: int) -> None:
+    """Install the audit hook that alone can emit the proof, for the caller's frame only.
+
+    Where the secret lives matters: anything a frame can reach is the program's too,
+    because a signal handler that fires while the hook runs receives the hook's frame.
+    So the secret is a constant of a private code object (``proof``) and nothing else:
+    reading it takes ``proof.__code__`` or the ``f_code`` of proof's frame, both refused
+    by the hook, and calling ``proof`` yields it only to the hook called by the runner.
+    It is read here, not in :func:`run`, whose frame stays on the program's stack.
+    """
     runner = _getframe(1)
-    pending = [secret]  # emptied by the first (and only) proof
+    scope: dict[str, Any] = {"__builtins__": {}, "getframe": _getframe, "runner": runner}
+    scope["used"] = []
+    source = (
+        "def proof():\n"
+        "    caller = getframe(1)\n"
+        "    if used or caller.f_code is not hook_code or caller.f_back is not runner:\n"
+        "        return b''\n"
+        "    used.append(True)\n"
+        f"    return {_read_secret(secret_fd)!r}\n"
+    )
+    exec(compile(source, "<lai proof>", "exec"), scope)  # noqa: S102 - our own text
+    del source
+    proof = scope["proof"]
     # Locals, not module globals: the program can rebind this module's names, not these.
-    done, forbidden, prefixes, write, exit_, getframe = (
+    done, forbidden, prefixes, write, exit_, getframe, frame_type = (
         DONE_EVENT,
         FORBIDDEN,
         FORBIDDEN_PREFIXES,
         _write,
         _exit,
         _getframe,
+        types.FrameType,
     )
 
-    def hook(event: str, _args: tuple[Any, ...]) -> None:
+    def hook(event: str, args: tuple[Any, ...]) -> None:
         try:  # this frame must never end in a traceback the program could walk
             if event == done:
-                if pending and getframe(1) is runner:
-                    write(proof_fd, pending.pop())
-            elif event in forbidden or event.startswith(prefixes):
-                write(2, f"sandbox: {event} is not allowed here\n".encode())
-                exit_(1)
+                if getframe(1) is runner:
+                    write(proof_fd, proof())
+                return
+            if event == "object.__getattr__":
+                target, name = args[0], args[1]
+                if not (
+                    (name == "__code__" and target is proof)
+                    or (
+                        name == "f_code"
+                        and type(target) is frame_type
+                        and target.f_globals is scope
+                    )
+                ):
+                    return
+                event = f"reading the harness's code ({name})"
+            elif not (event in forbidden or event.startswith(prefixes)):
+                return
+            write(2, f"sandbox: {event} is not allowed here\n".encode())
+            exit_(1)
         except BaseException:  # noqa: BLE001 - any failure in here ends the process
             exit_(1)
 
+    scope["hook_code"] = hook.__code__
     sys.addaudithook(hook)
 
 
@@ -108,37 +152,41 @@ def _cap_recursion(cap: int) -> None:
 
 def run(source: str, path: str, secret_fd: int, proof_fd: int, recursion_cap: int) -> NoReturn:
     """Run the program as ``__main__``; prove a normal end; never return."""
-    secret = b""
-    while len(secret) < SECRET_BYTES and (chunk := _read(secret_fd, SECRET_BYTES)):
-        secret += chunk
-    _close(secret_fd)
     main = types.ModuleType("__main__")
     main.__file__, main.__builtins__ = path, builtins  # type: ignore[attr-defined]
     sys.modules["__main__"], sys.argv = main, [path]
     _cap_recursion(recursion_cap)
     if "random" in sys.modules:  # a forked interpreter would share its parent's sequence
         sys.modules["random"].seed()
-    _arm(secret, proof_fd)
-    del secret  # from here on only the hook holds it
+    # Everything the runner calls once the program runs is a local: the program can rebind
+    # this module's names (through any frame's f_globals) but not another frame's locals.
+    exit_, flush, audit, write_all, format_exception = (
+        _exit,
+        _flush,
+        _audit,
+        _write_all,
+        traceback.format_exception,
+    )
+    _arm(secret_fd, proof_fd)  # from here on only the hook can emit the secret
     try:
         exec(compile(source, path, "exec", dont_inherit=True), main.__dict__)  # noqa: S102
     except SystemExit as exc:  # sys.exit() before the end: Python's exit status, no proof
-        _flush()
+        flush()
         code = exc.code
         if code is not None and not isinstance(code, int):
-            _write_all(2, f"{code}\n".encode(errors="replace"))
-        _exit(0 if code is None else code & 0xFF if isinstance(code, int) else 1)
+            write_all(2, f"{code}\n".encode(errors="replace"))
+        exit_(0 if code is None else code & 0xFF if isinstance(code, int) else 1)
     except BaseException as exc:  # noqa: BLE001 - printed as Python would, minus our frame
-        _flush()
+        flush()
         try:
             tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-            lines = traceback.format_exception(type(exc), exc, tb, limit=-TRACEBACK_FRAMES)
+            lines = format_exception(type(exc), exc, tb, limit=-TRACEBACK_FRAMES)
             text = "".join(lines)
         except BaseException:  # noqa: BLE001 - e.g. an exception whose __str__ raises
             text = f"{type(exc).__name__}: <unprintable>\n"
-        _write_all(2, text.encode(errors="replace"))
-        _exit(1)
+        write_all(2, text.encode(errors="replace"))
+        exit_(1)
     else:
-        _audit(DONE_EVENT)  # the hook checks that this very frame is asking
-        _flush()
-        _exit(0)
+        audit(DONE_EVENT)  # the hook checks that this very frame is asking
+        flush()
+        exit_(0)
