@@ -10,6 +10,7 @@ embedded model runs for real in the slow test at the end.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -264,3 +265,35 @@ def test_serve_instructor_with_llama_cpp_and_the_embedded_model(tmp_path: Path) 
     assert serving.finish(signal.SIGTERM) == 128 + signal.SIGTERM
     with pytest.raises(OSError):
         serving.models()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python[server] not installed")
+def test_llama_cpp_dies_at_once_with_lai_even_mid_reply(tmp_path: Path) -> None:
+    """kill -9 of lai while llama.cpp is writing a long reply: the server is gone at once
+    (PR_SET_PDEATHSIG with SIGKILL), not after finishing the dead client's reply (12 s of
+    full CPU before, with SIGTERM)."""
+    import threading
+
+    from tests.helpers.leftovers import descendants
+
+    serving = ServeInstructor(tmp_path, "embedded:smollm2-135m-instruct", "--port", "0", "--log", str(tmp_path / "server.log"))
+    (server_pid,) = descendants(serving.process.pid)
+    body = json.dumps({
+        "model": ALIAS, "prompt": "Tell a very long story.", "max_tokens": 2000, "temperature": 0,
+        "logit_bias": {"0": -100, "1": -100, "2": -100},
+    }).encode()  # fmt: skip
+    request = urllib.request.Request(f"{serving.base_url}/completions", data=body, headers={"Content-Type": "application/json"})
+    threading.Thread(target=lambda: _ignore_errors(lambda: urllib.request.urlopen(request, timeout=120).read()), daemon=True).start()
+    time.sleep(2)  # the reply is being written
+    assert not _gone(server_pid)
+    serving.process.kill()
+    started = time.monotonic()
+    assert _wait(lambda: _gone(server_pid), seconds=30)
+    # The bound is generous for a busy machine; the measured time is near zero.
+    assert time.monotonic() - started < 10
+
+
+def _ignore_errors(call: Any) -> None:
+    with contextlib.suppress(Exception):  # the server is killed under this request on purpose
+        call()
