@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 HUMANEVAL = REPO.parent / "shared" / "data" / "humaneval" / "test_sample.jsonl"
 needs_isolation = pytest.mark.skipif(
     not sandbox.isolation_available(),
-    reason="namespace + uid sandbox unavailable (needs root on Linux); fallback is weak",
+    reason=f"isolated sandbox unavailable here: {sandbox.isolation_problem()}",
 )
 
 

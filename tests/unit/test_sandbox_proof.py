@@ -27,7 +27,7 @@ from lai.sandbox import check_program, run_program
 
 needs_isolation = pytest.mark.skipif(
     not sandbox.isolation_available(),
-    reason="namespace + uid sandbox unavailable (needs root on Linux with namespaces)",
+    reason=f"isolated sandbox unavailable here: {sandbox.isolation_problem()}",
 )
 
 

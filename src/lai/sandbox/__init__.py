@@ -33,15 +33,23 @@ Otherwise (not root, or no namespaces) it falls back, with a warning, to the sam
 server without isolation: rlimits, an empty environment, a host temp directory removed
 without recursion, a patched ``socket`` module, as lai's own user.
 
-Not protected against: tampering with the tests from inside the program (results that
-compare equal to anything, patched builtins such as ``abs``, a thread racing the tests):
-a proof shows that the program's last line returned, not that its asserts meant what
-they say; a program written against this harness that catches the harness's audit hook
-mid-call from a signal handler, or that crafts bytecode through ``marshal``, could forge
-the proof; reading world-readable system files (``/usr``, ``/etc``); kernel exploits (no
-seccomp filter); CPU/cache side channels; disk-I/O pressure; and, in the weak fallback:
-the network, the host's files and unix sockets, disk use beyond the per-file limit,
-processes that leave their process group, and reading the proof from /proc/self/mem.
+Not protected against:
+
+* tampering with the tests from inside the program: results that compare equal to
+  anything, patched builtins such as ``abs``, a thread that swaps a tested function: a
+  proof shows that the program's last line returned, not that its asserts meant what
+  they say (the tests run in the program's own interpreter);
+* crafted bytecode (``marshal`` data, a ``.pyc`` put on ``sys.path``), which can corrupt
+  the interpreter's memory like ctypes would, and so forge the proof;
+* reading world-readable files in what is bound in (``/usr``, ``/etc``, the interpreter);
+* kernel exploits (no seccomp filter; a program can still create a user namespace, though
+  without /proc it cannot map ids in it);
+* CPU contention (no CPU cgroup: a program may use every core until its timeout), CPU and
+  cache side channels, memory-bandwidth pressure;
+* in the weak fallback: the network beyond the ``socket`` module, the host's files and
+  unix sockets, disk use beyond the per-file limit, processes that leave their process
+  group (they also keep writing into the run directory), and a forged proof (procfs is
+  there, so ``/proc/self/mem`` is readable).
 """
 
 from __future__ import annotations
@@ -132,13 +140,20 @@ def run_program(
 @cache
 def isolation_available() -> bool:
     """Whether the namespace + uid sandbox works here (probed once with a trivial program)."""
+    return isolation_problem() is None
+
+
+@cache
+def isolation_problem() -> str | None:
+    """Why the isolated sandbox cannot run here (None when it can): the probe's verdict."""
     if os.geteuid() != 0 or not sys.platform.startswith("linux"):
-        logger.warning("sandbox: not root on Linux; weak fallback (rlimits, patched socket module)")
-        return False
-    probe = _run("pass", True, _Limits(30.0, 256, 8, 1, 10_000, 1, 64))
-    if not probe.passed:
-        logger.warning("sandbox: namespaces unavailable (%s); weak fallback", probe.reason)
-    return probe.passed
+        problem = "not root on Linux"
+    else:
+        probe = _run("pass", True, _Limits(30.0, 256, 8, 1, 10_000, 1, 64))
+        problem = None if probe.passed else probe.reason
+    if problem:
+        logger.warning("sandbox: %s; weak fallback (rlimits, patched socket module)", problem)
+    return problem
 
 
 @dataclass(frozen=True)

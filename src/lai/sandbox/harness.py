@@ -5,19 +5,28 @@ Loaded by the zygote (never by lai itself), so it imports only the standard libr
 The verdict "passed" needs more than exit status 0, which a program can produce at any
 moment (``sys.exit(0)`` at module level, ``os._exit(0)`` from a hook, ``os.execv`` into
 ``true``...). After the program's module body has returned normally, :func:`run` raises
-the audit event ``lai.sandbox.done``; the audit hook armed before the program started
-answers it by writing a per-run secret to the proof pipe, whose other end the zygote's
-worker reads. The worker compares it with the secret it sent (after forking, so no copy
-of it sits in any frame of the program's stack).
+the audit event ``lai.sandbox.done``; the audit hook armed just before the program
+started answers it by writing a per-run secret to the proof pipe (descriptor 4), whose
+other end the zygote's worker reads and compares with the secret it sent. The worker
+makes the secret after forking, so no frame on the program's stack ever held it.
 
-Why an audit hook: it is the one piece of Python the program cannot remove or reach.
-Hooks live in interpreter state with no Python-level accessor; the hook object is held
-by nothing else once armed; it accepts the event only from the very frame that ran the
-program (a call of ``sys.audit`` by the program, or of :func:`run` again, is refused); and
-it closes the routes that lead to its closure or to raw memory: tracing and profiling
-(a trace function could also jump over asserts), ctypes, the gc's object lists, other
-threads' frames, code objects built by hand. Without procfs in the sandbox the program
-cannot read its own memory through ``/proc/self/mem`` either.
+The program shares this interpreter, so the design assumes it can read any frame (through
+``sys._getframe``, tracebacks, or a signal handler that fires inside the hook) and rebind
+any module name. Hence:
+
+* the secret exists only as a constant of a private function, ``proof``, which hands it
+  out once, and only to a frame running the hook's own code called straight from the
+  runner's frame; the hook refuses ``proof.__code__`` and the ``f_code`` of its frame;
+* the hook accepts the done event only from the runner's frame; it is held by nothing the
+  program can reach (audit hooks have no Python-level accessor; gc lists are refused);
+* the runner calls only locals it captured before the program ran;
+* the routes to raw memory or to rewriting running code are refused: tracing and
+  profiling (a trace function could also jump over asserts), ctypes, the gc's object
+  lists, other threads' frames, building code or function objects by hand; the sandbox
+  has no procfs, so no ``/proc/self/mem`` either.
+
+A refused event ends the process with status 1 and a line on stderr. What remains is
+listed in :mod:`lai.sandbox`'s docstring.
 """
 
 from __future__ import annotations
