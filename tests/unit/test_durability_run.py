@@ -221,3 +221,27 @@ def test_atomic_writes_respect_the_umask(tmp_path: Path, umask: int, mode: int) 
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == mode
+
+
+def test_sigterm_while_the_endpoint_hangs_stops_at_once_and_keeps_the_books(tmp_path: Path, data_dir: Path) -> None:
+    """Requests stuck on a server that does not answer (timeout_s 120) do not hold SIGTERM up."""
+    run_dir = tmp_path / "run"
+    with FaultServer(fault_rate=1.0, faults=("timeout",), hang_s=60) as server:
+        instructor = {"backend": "openai", "base_url": server.base_url, "model": "teacher", "timeout_s": 120}
+        process = start(tmp_path, config(data_dir, instructor=instructor), run_dir)
+        try:
+            wait_for_stage(process, run_dir, "iter_01/instruct")
+            deadline = time.monotonic() + 60
+            while server.total_received < 2 and time.monotonic() < deadline:  # on the wire
+                time.sleep(0.05)
+            signalled = time.monotonic()
+            os.killpg(process.pid, signal.SIGTERM)
+            _, err = process.communicate(timeout=60)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert process.returncode == 143 and "interrupted: rerun the same command to resume" in err, err[-2000:]
+    assert took < 20  # not the 60 s hang nor the 120 s timeout
+    assert not (run_dir / "iter_01" / "instruct.done").exists()
