@@ -187,16 +187,8 @@ class AsyncOpenAIInstructor(Instructor):
         return int(request.extra.get("max_tokens", self.max_tokens))
 
     def cache_key(self, request: InstructRequest) -> str:
-        return RequestCache.key(
-            base_url=self.base_url,
-            model=self.model_name,
-            messages=request.messages,
-            temperature=self._temperature(request),
-            max_tokens=self._max_tokens(request),
-            seed=self.seed,
-            response_format=self._response_format(request),
-            sample_index=int(request.extra.get("sample_index", 0)),
-        )
+        """The key of a request's final record: that of its first call."""
+        return self._call_key(request, request.messages)
 
     def _kwargs(self, request: InstructRequest, messages: list[dict[str, str]]) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
