@@ -61,8 +61,10 @@ def verdict(
         return "error", f"output truncated: over {lim.max_output_bytes} bytes, program stopped"
     if report["outcome"] == "timeout":
         return "timeout", f"timed out after {lim.timeout_s:.1f} s"
-    if report["outcome"] != "exited" or report["status"] is None:
+    if report["outcome"] != "exited":  # "stopped" by lai, or "gone"
         return "error", "sandbox error: the run was stopped"
+    if report["status"] is None:
+        return "error", "sandbox error: the sandbox's init ended without the program's status"
     code = os.waitstatus_to_exitcode(int(report["status"]))
     if code == 0:
         if report["proof"]:
