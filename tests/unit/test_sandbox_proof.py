@@ -233,6 +233,9 @@ LEGITIMATE = {
         "import sys\nsys.setrecursionlimit(20000)\ndef depth(n):\n    return 0 if n == 0 "
         "else 1 + depth(n - 1)\nassert depth(15000) == 15000\n"
     ),
+    "a fork whose child runs on to the end too": (
+        "import os\npid = os.fork()\nassert 1 + 1 == 2\nif pid:\n    os.waitpid(pid, 0)\n"
+    ),
     "files in its own directory": (
         "import os, tempfile\nwith open('data.txt', 'w') as f:\n    f.write('x')\n"
         "with tempfile.TemporaryDirectory() as d:\n    open(os.path.join(d, 'y'), 'w').close()\n"
