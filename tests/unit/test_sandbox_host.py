@@ -323,3 +323,12 @@ def test_lost_zygote_is_replaced() -> None:
             zygote.process.kill()
         zygote.process.wait()
     assert run_program("pass").passed
+
+
+def test_odd_text_and_randomness() -> None:
+    """A lone surrogate in the code is the program's problem, not a sandbox error; and
+    forked programs do not share one random sequence."""
+    odd = run_program("s = '\udc80'\nassert len(s) == 1")
+    assert odd.passed, odd.reason
+    draws = [run_program("import random\nprint(random.random())").stdout for _ in range(2)]
+    assert draws[0] != draws[1]

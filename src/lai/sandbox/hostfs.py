@@ -178,7 +178,7 @@ def build_root(cfg: dict[str, Any], source: str) -> None:
     _pivot(new)
     _mount(None, "/", None, _REMOUNT | _RDONLY | _NOSUID | _NODEV)
     program = os.path.join(WORKDIR, "main.py")
-    with open(program, "w", encoding="utf-8") as handle:
+    with open(program, "w", encoding="utf-8", errors="surrogatepass") as handle:
         handle.write(source)
     os.chown(program, uid, uid)
 

@@ -155,14 +155,19 @@ def worker(cfg: dict[str, Any], out: int, err: int, ctl: socket.socket, code_fd:
     isolate, started = cfg["isolate"], time.monotonic()
     cgroup = None
     try:
-        source = os.pread(code_fd, os.fstat(code_fd).st_size, 0).decode("utf-8")
+        source = os.pread(code_fd, os.fstat(code_fd).st_size, 0).decode("utf-8", "surrogatepass")
         os.close(code_fd)
         if isolate:
             cgroup = hostfs.Cgroup(cfg["cgroup_bytes"])
             hostfs.build_root(cfg, source)
         else:
             os.mkdir(cfg["workdir"], 0o700)
-            with open(os.path.join(cfg["workdir"], "main.py"), "w", encoding="utf-8") as handle:
+            with open(
+                os.path.join(cfg["workdir"], "main.py"),
+                "w",
+                encoding="utf-8",
+                errors="surrogatepass",
+            ) as handle:
                 handle.write(source)
     except Exception as exc:  # noqa: BLE001 - the sandbox's fault, reported as such
         if cgroup:
