@@ -149,8 +149,11 @@ def isolation_problem() -> str | None:
     if os.geteuid() != 0 or not sys.platform.startswith("linux"):
         problem = "not root on Linux"
     else:
-        probe = _run("pass", True, _Limits(30.0, 256, 8, 1, 10_000, 1, 64))
-        problem = None if probe.passed else probe.reason
+        try:
+            probe = _run("pass", True, _Limits(30.0, 256, 8, 1, 10_000, 1, 64))
+            problem = None if probe.passed else probe.reason
+        except Exception as exc:  # noqa: BLE001 - e.g. no memfd, no SEQPACKET: not this mode
+            problem = f"sandbox error: {exc!r}"
     if problem:
         logger.warning("sandbox: %s; weak fallback (rlimits, patched socket module)", problem)
     return problem
