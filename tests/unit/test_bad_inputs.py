@@ -440,12 +440,14 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
             pid, index = running.pop(0)
             codes[index] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
-        for index, (case, folder, args, streams, _) in enumerate(prepared):
-            if len(running) >= 4:
+        try:
+            for index, (case, folder, args, streams, _) in enumerate(prepared):
+                if len(running) >= 4:
+                    reap_oldest()
+                running.append((run_forked(args, folder, case.env, streams), index))
+        finally:  # whatever happened, no child is left behind
+            while running:
                 reap_oldest()
-            running.append((run_forked(args, folder, case.env, streams), index))
-        while running:
-            reap_oldest()
         yield {
             case.name: Outcome(
                 folder, codes[index], (streams / "stdout").read_text(errors="replace"),
