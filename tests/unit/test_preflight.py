@@ -171,3 +171,58 @@ def test_full_disk_is_one_line_and_a_resume_matches_a_clean_run(tmp_path: Path) 
     assert (tmp_path / "full" / "iter_00" / "eval" / "gsm8k-test.jsonl").read_bytes() == baseline
     for name in ("iter_01/collect.jsonl", "iter_01/selection.jsonl", "iter_01/eval/gsm8k-test.jsonl"):
         assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes(), name
+
+
+def test_lai_eval_skips_an_unreadable_row_and_counts_it(tmp_path: Path) -> None:
+    (tmp_path / "arc").mkdir()
+    rows = [
+        {"id": "Ok_1", "question": "Q?", "A": "a", "B": "b", "answer": "B"},
+        {"id": "NYSEDREGENTS_2008_8_34", "question": "Q?", "1": "a", "2": "b", "3": "c", "answer": "3"},
+        {"id": "Odd_1", "question": "Q?", "A": "only one", "answer": "A"},
+    ]
+    (tmp_path / "arc" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "400"}
+    command = [sys.executable, "-m", "lai.cli", "eval", "--model", "m", "--backend", "scripted", "--tasks", "arc_challenge",
+               "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["tasks"]["arc_challenge"]["n"] == 2 and summary["tasks"]["arc_challenge"]["skipped"] == 1
+    assert "Odd_1" in result.stderr and "skipped 1 row(s)" in result.stderr
+    strict = subprocess.run([*command, "--strict", "--out", str(tmp_path / "strict")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert strict.returncode == 2 and "Odd_1" in strict.stderr and len(strict.stderr.strip().splitlines()) == 1
+
+
+def test_validate_online_accepts_an_endpoint_that_lists_the_model(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    class Models(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            body = json.dumps({"object": "list", "data": [{"id": "teacher"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        write_data(tmp_path / "data")
+        raw = fake_config("data/train.jsonl", "data/test.jsonl")
+        raw["instructor"] = {"backend": "openai", "base_url": f"http://127.0.0.1:{server.server_address[1]}/v1", "model": "teacher"}
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "400"}
+        result = subprocess.run(
+            [sys.executable, "-m", "lai.cli", "validate", "c.yaml", "--online"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert "answers and lists teacher" in result.stderr and "ok: c.yaml" in result.stderr
