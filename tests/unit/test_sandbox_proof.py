@@ -160,6 +160,21 @@ FORGERIES = {
     "build a function around the harness's code": (
         "import types\ntypes.FunctionType((lambda: b'x').__code__, {})\nimport os\nos._exit(0)\n"
     ),
+    "crafted bytecode through marshal": (
+        "import marshal\ncode = marshal.loads(marshal.dumps(compile('x = 1', 'x', 'exec')))\n"
+        "import os\nos._exit(0)\n"
+    ),
+    "a .pyc put on sys.path": (
+        "import py_compile, sys\nopen('/tmp/evil.py', 'w').write('X = 1')\n"
+        "py_compile.compile('/tmp/evil.py', cfile='/tmp/lib/evil.pyc')\n"
+        "sys.path.insert(0, '/tmp/lib')\nimport evil\nimport os\nos._exit(0)\n"
+    ),
+    "a patched loader reading bytecode": (
+        "import sys\nloaders = sys.modules['_frozen_importlib_external']\n"
+        "real = loaders.FileLoader.get_data\n"
+        "loaders.FileLoader.get_data = lambda self, path: real(self, path)\n"
+        "import fractions\nimport os\nos._exit(0)\n"
+    ),
     "settrace to jump over the failing assert": (
         "import sys\ndef tracer(frame, event, arg):\n"
         "    if event == 'line' and frame.f_code.co_name == 'check':\n"
@@ -235,6 +250,12 @@ LEGITIMATE = {
     ),
     "a fork whose child runs on to the end too": (
         "import os\npid = os.fork()\nassert 1 + 1 == 2\nif pid:\n    os.waitpid(pid, 0)\n"
+    ),
+    "the standard library's own imports, asyncio included": (
+        "import asyncio, json, fractions, decimal, email.message, unittest, multiprocessing\n"
+        "import sqlite3, statistics, typing, dataclasses, inspect\n"
+        "async def main():\n    await asyncio.sleep(0)\n    return 3\n"
+        "assert asyncio.run(main()) == 3\n"
     ),
     "files in its own directory": (
         "import os, tempfile\nwith open('data.txt', 'w') as f:\n    f.write('x')\n"

@@ -39,8 +39,9 @@ Not protected against:
   anything, patched builtins such as ``abs``, a thread that swaps a tested function: a
   proof shows that the program's last line returned, not that its asserts meant what
   they say (the tests run in the program's own interpreter);
-* crafted bytecode (``marshal`` data, a ``.pyc`` put on ``sys.path``), which can corrupt
-  the interpreter's memory like ctypes would, and so forge the proof;
+* an interpreter bug or a route to crafted bytecode not closed by the harness (it refuses
+  ctypes, building code or function objects, and unmarshalling anything but importlib
+  loading the installation's own ``.pyc``): memory corruption could forge the proof;
 * reading world-readable files in what is bound in (``/usr``, ``/etc``, the interpreter);
 * kernel exploits (no seccomp filter; a program can still create a user namespace, though
   without /proc it cannot map ids in it);

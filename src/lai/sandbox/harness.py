@@ -22,8 +22,9 @@ any module name. Hence:
 * the runner calls only locals it captured before the program ran;
 * the routes to raw memory or to rewriting running code are refused: tracing and
   profiling (a trace function could also jump over asserts), ctypes, the gc's object
-  lists, other threads' frames, building code or function objects by hand; the sandbox
-  has no procfs, so no ``/proc/self/mem`` either.
+  lists, other threads' frames, building code or function objects by hand, unmarshalling
+  bytecode other than the installation's own ``.pyc`` files; the sandbox has no procfs,
+  so no ``/proc/self/mem`` either.
 
 A refused event ends the process with status 1 and a line on stderr. What remains is
 listed in :mod:`lai.sandbox`'s docstring.
@@ -37,6 +38,7 @@ import os
 import sys
 import traceback
 import types
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 DONE_EVENT = "lai.sandbox.done"
@@ -67,6 +69,44 @@ def _read_secret(fd: int) -> bytes:
         secret += chunk
     _close(fd)
     return secret
+
+
+def _bytecode_check() -> Callable[[types.FrameType], bool]:
+    """Whether a ``marshal.loads`` comes from importing the interpreter's own ``.pyc``.
+
+    Bytecode is not verified by CPython: crafted bytecode reads and writes memory like
+    ctypes, and would find the secret. So unmarshalling is allowed only inside importlib's
+    own ``get_code`` of an unmodified file loader, reading a path inside the (read-only)
+    installation; ``marshal.loads`` called by the program, a ``.pyc`` put on sys.path or a
+    zip archive of them, a patched loader or ``_io.open_code``, are refused. Every piece
+    checked is captured here, before the program runs, and compared by identity.
+    """
+    ext = sys.modules["_frozen_importlib_external"]
+    compile_code = ext._compile_bytecode.__code__
+    get_codes = (ext.SourceLoader.get_code.__code__, ext.SourcelessFileLoader.get_code.__code__)
+    loaders = (ext.SourceFileLoader, ext.SourcelessFileLoader)
+    get_data, io_module, open_code = ext.FileLoader.get_data, ext._io, ext._io.open_code
+    prefix = os.path.realpath(sys.base_prefix) + "/"
+
+    def trusted(frame: types.FrameType) -> bool:
+        caller = frame.f_back
+        if frame.f_code is not compile_code or caller is None:
+            return False
+        if not any(caller.f_code is code for code in get_codes):
+            return False
+        path, loader = frame.f_locals.get("bytecode_path"), caller.f_locals.get("self")
+        return (
+            type(path) is str
+            and path.startswith(prefix)
+            and not any(part in ("", ".", "..") for part in path.split("/")[1:])
+            and type(loader) in loaders
+            and "get_data" not in vars(loader)
+            and type(loader).get_data is get_data
+            and ext._io is io_module
+            and io_module.open_code is open_code
+        )
+
+    return trusted
 
 
 def _arm(secret_fd: int, proof_fd: int) -> None:
@@ -103,6 +143,10 @@ def _arm(secret_fd: int, proof_fd: int) -> None:
         _getframe,
         types.FrameType,
     )
+    bytecode_trusted = _bytecode_check()
+    # The one code object the standard library builds at run time: types.coroutine (used by
+    # asyncio at import) sets a flag on a function's own code, its bytecode unchanged.
+    coroutine_code = types.coroutine.__code__
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         try:  # this frame must never end in a traceback the program could walk
@@ -122,6 +166,12 @@ def _arm(secret_fd: int, proof_fd: int) -> None:
                 ):
                     return
                 event = f"reading the harness's code ({name})"
+            elif event == "code.__new__" and getframe(1).f_code is coroutine_code:
+                return
+            elif event in ("marshal.loads", "marshal.load"):
+                if bytecode_trusted(getframe(1)):
+                    return
+                event += " outside an import of the installation's own files"
             elif not (event in forbidden or event.startswith(prefixes)):
                 return
             write(2, f"sandbox: {event} is not allowed here\n".encode())
