@@ -238,6 +238,11 @@ def test_run_cgroup_is_nested_under_our_own(no_leftovers: None) -> None:
         done.set()
         watcher.join()
     assert result.status == "timeout"
+    delegated = own / "cgroup.subtree_control"
+    if not seen and delegated.exists() and "memory" not in delegated.read_text().split():
+        pytest.skip(
+            f"cgroup v2: {own} holds processes, so the kernel gives its children no memory controller"
+        )
     assert seen, f"no run cgroup appeared under {own}"
 
 
