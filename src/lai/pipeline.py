@@ -73,6 +73,10 @@ def check_resumable(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
     if not saved_path.exists():
         return {}
     saved = yaml.safe_load(saved_path.read_text()) or {}
+    if isinstance(saved, dict):  # a run saved before paths were absolute: they meant the working folder
+        from lai.config import resolve_paths
+
+        saved = resolve_paths(saved, Path.cwd())
     # Compare as validated configs: a run saved by an older lai lacks keys added since, and
     # their defaults must not count as a change. A saved file that no longer validates is
     # compared as written (and differs).

@@ -226,3 +226,20 @@ def test_validate_online_accepts_an_endpoint_that_lists_the_model(tmp_path: Path
         server.server_close()
     assert result.returncode == 0, result.stderr
     assert "answers and lists teacher" in result.stderr and "ok: c.yaml" in result.stderr
+
+
+def test_a_run_saved_with_relative_paths_still_resumes(tmp_path: Path) -> None:
+    """Runs made before paths were saved absolute hold them relative to the working folder."""
+    write_data(tmp_path / "data")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(fake_config("data/train.jsonl", "data/test.jsonl")))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+
+    def lai(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lai.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    assert lai("run", "c.yaml", "--run-dir", "run").returncode == 0
+    saved = tmp_path / "run" / "config.yaml"
+    saved.write_text(saved.read_text().replace(str(tmp_path.resolve()) + "/", ""))  # as an older lai wrote it
+    assert "path: data/train.jsonl" in saved.read_text()
+    again = lai("run", "c.yaml", "--run-dir", "run")
+    assert again.returncode == 0, again.stderr
