@@ -65,6 +65,9 @@ class RichStage:
         self.progress.update(self.task_id, description=f"{self.label} {text}")
 
     def close(self) -> None:
+        task = self.progress.tasks[self.progress.task_ids.index(self.task_id)]
+        if task.total is None:  # a spinner: show it done, not spinning on
+            self.progress.update(self.task_id, total=max(task.completed, 1), completed=max(task.completed, 1))
         self.progress.stop_task(self.task_id)
 
 

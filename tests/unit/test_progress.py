@@ -132,3 +132,11 @@ def test_the_rate_counts_only_items_done_since_the_stage_started(monkeypatch: py
         assert cli.EtaColumn().render(task).plain == "0:00:16"  # 8 left at 2 s each
         stage.note("(loss 1.234)")
         assert task.description == "iteration 1: collect (loss 1.234)"
+
+
+def test_a_closed_spinner_stops_spinning() -> None:
+    with Progress(*cli._columns(), console=Console(file=open("/dev/null", "w"))) as progress:  # noqa: SIM115
+        spinner = cli.RichProgress(progress).start("iteration 1: instruct: starting the local instructor server", None)
+        spinner.close()
+        (task,) = progress.tasks
+        assert task.finished and task.total == 1
