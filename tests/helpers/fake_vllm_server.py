@@ -57,7 +57,9 @@ def main() -> None:
             if args.crash_once:
                 Path(args.crash_once).touch()
             print(f"stand-in: about to die of {args.crash_signal} on chat request {chats}", flush=True)
-            os.kill(os.getpid(), getattr(signal, args.crash_signal))
+            # To this thread: a process-wide kill may land on the main thread while this one
+            # still sends its reply (seen on a busy machine).
+            signal.pthread_kill(threading.get_ident(), getattr(signal, args.crash_signal))
 
     class Handler(JSONHandler):
         def do_GET(self) -> None:  # noqa: N802

@@ -209,10 +209,14 @@ class LocalInstructorServer:
             self._warm_up()
         return self
 
-    def death(self) -> str | None:
-        """One line saying how the server died and what its log last said; None while it runs."""
+    def death(self, wait_s: float = 0.0) -> str | None:
+        """One line saying how the server died and what its log last said; None while it runs.
+
+        ``wait_s``: how long to give a server that may be dying (a client can see the
+        connection drop a moment before the process is gone).
+        """
         process = self.process
-        if process is None or (code := reap(process)) is None:
+        if process is None or (code := reap(process, timeout_s=wait_s)) is None:
             return None
         return death_notice(f"the local instructor server ({self.config.server})", process, code, self.log_path)
 
@@ -292,7 +296,7 @@ def supervised(server: LocalInstructorServer | None, work: Callable[[], T]) -> T
         try:
             return work()
         except LaiError as error:
-            notice = server.death() if server is not None else None
+            notice = server.death(wait_s=5.0) if server is not None else None
             if server is None or notice is None:
                 raise
             if restarted:
