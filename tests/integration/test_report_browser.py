@@ -132,7 +132,7 @@ def test_the_readme_screenshot_comes_from_a_real_demo_run(browser: Any) -> None:
     demo = os.environ.get("LAI_DEMO_RUN")
     if not demo:
         pytest.skip("set LAI_DEMO_RUN to a finished run of configs/demo.yaml (make screenshot does)")
-    run = Path(demo)
+    run = Path(demo).resolve()
     config = yaml.safe_load((run / "config.yaml").read_text())
     demo_config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     assert config["name"] == demo_config["name"] and config["target"]["model"] == demo_config["target"]["model"]

