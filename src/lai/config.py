@@ -19,6 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lai.errors import ConfigError, read_text
+from lai.instructor import INSTRUCTORS
+from lai.models import TARGETS
+from lai.strategies import STRATEGIES
+from lai.tasks import TASKS
+from lai.train import TRAINERS
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -408,13 +413,9 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _names_exist(self) -> RunConfig:
-        # Imported here: the registries import this module's types.
-        from lai.instructor import INSTRUCTORS
-        from lai.models import TARGETS
-        from lai.strategies import STRATEGIES
-        from lai.tasks import TASKS
-        from lai.train import TRAINERS
-
+        # The registries are tables of names (their implementations load on first use), so
+        # checking against them imports no backend; they use this module's types only for
+        # annotations, so nothing they load at import time imports it back.
         for pool in self.select.pools:
             _check_pool(TASKS, pool.task, pool.pool, "select.pools")
         for bench in self.evaluate.benchmarks:

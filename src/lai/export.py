@@ -33,7 +33,6 @@ from lai import __version__
 from lai.config import EMBEDDED_MODEL
 from lai.errors import LaiError
 from lai.manifest import now
-from lai.pipeline import load_summaries
 from lai.records import GeneratedSample
 from lai.report.markdown import (
     DIRECT_STRATEGIES,
@@ -54,7 +53,14 @@ from lai.report.terms import (
     glossary_markdown,
     well_formed,
 )
-from lai.store import RunStore, read_json, read_records, require_run_dir, saved_config
+from lai.store import (
+    RunStore,
+    load_summaries,
+    read_json,
+    read_records,
+    require_run_dir,
+    saved_config,
+)
 from lai.tasks import get_task
 from lai.tasks.base import Task
 

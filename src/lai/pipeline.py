@@ -40,12 +40,14 @@ from lai.quality.diagnoses import group_by_diagnosis
 from lai.quality.parse import drop_reasons, parse_records
 from lai.quality.verify import verify_samples
 from lai.records import Attempt, GeneratedSample, InstructRecord, Sample
+from lai.report.html import write_html
+from lai.report.markdown import write_report
 from lai.scoring import accuracy, answer_and_score, summarize
 from lai.store import (
     RunStore,
     atomic_write_json,
     atomic_write_text,
-    read_json,
+    eval_file,
     read_jsonl,
     read_records,
     to_jsonl,
@@ -131,9 +133,6 @@ class Pipeline:
                 self._stage(k, "retest", lambda k=k, m=model: self.retest(k, m))
         finally:
             self._release_target()
-        from lai.report.html import write_html
-        from lai.report.markdown import write_report
-
         write_html([self.store.root])
         return write_report(self.store.root)
 
@@ -585,21 +584,5 @@ def embedding_cache() -> Path:
     return cache_dir() / "embeddings"
 
 
-def eval_file(key: str) -> str:
-    """Where iteration k's per-item records of benchmark ``key`` live, under ``iter_k/``;
-    the reports read them back for the paired test of a change."""
-    return f"eval/{key.replace('/', '-').replace('@', '-')}.jsonl"
-
-
 def rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
-
-
-def load_summaries(run_dir: Path) -> dict[int, dict[str, Any]]:
-    """Every finished stage's summary, by iteration (what the report is built from)."""
-    store = RunStore(run_dir)
-    summaries: dict[int, dict[str, Any]] = {}
-    for k in store.iterations():
-        for marker in sorted(store.iteration_dir(k).glob("*.done")):
-            summaries.setdefault(k, {})[marker.stem] = read_json(marker, default={}) or {}
-    return summaries

@@ -183,6 +183,22 @@ def to_jsonl(records: Iterable[Any]) -> str:
     return "".join(json.dumps(_as_dict(r), ensure_ascii=False) + "\n" for r in records)
 
 
+def eval_file(key: str) -> str:
+    """Where iteration k's per-item records of benchmark ``key`` live, under ``iter_k/``;
+    the reports read them back for the paired test of a change."""
+    return f"eval/{key.replace('/', '-').replace('@', '-')}.jsonl"
+
+
+def load_summaries(run_dir: Path) -> dict[int, dict[str, Any]]:
+    """Every finished stage's summary, by iteration (what the report is built from)."""
+    store = RunStore(run_dir)
+    summaries: dict[int, dict[str, Any]] = {}
+    for k in store.iterations():
+        for marker in sorted(store.iteration_dir(k).glob("*.done")):
+            summaries.setdefault(k, {})[marker.stem] = read_json(marker, default={}) or {}
+    return summaries
+
+
 class RunStore:
     """Paths and markers inside one run directory."""
 

@@ -12,8 +12,9 @@ from lai.config import LocalInstructorConfig, build_config
 from lai.instructor.async_client import AsyncOpenAIInstructor as OpenAIInstructor
 from lai.instructor.local_server import LocalInstructorServer
 from lai.instructor.parsing import parse_reply
-from lai.pipeline import Pipeline, load_summaries
+from lai.pipeline import Pipeline
 from lai.records import Attempt
+from lai.store import load_summaries
 from lai.strategies.le import LearningFromErrors
 from lai.tasks import get_task
 

@@ -25,8 +25,9 @@ import pytest
 import yaml
 
 from lai.config import build_config
-from lai.pipeline import Pipeline, load_summaries
+from lai.pipeline import Pipeline
 from lai.report.html import write_html
+from lai.store import load_summaries
 from tests.pipeline.test_loop import fake_config
 
 REPO = Path(__file__).resolve().parents[2]

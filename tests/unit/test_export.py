@@ -24,7 +24,8 @@ import yaml
 from lai.config import build_config
 from lai.errors import LaiError
 from lai.export import MARKER, export_dataset
-from lai.pipeline import Pipeline, load_summaries
+from lai.pipeline import Pipeline
+from lai.store import load_summaries
 from lai.train.base import TrainExample
 from lai.train.noop import NoopTrainer
 from tests.helpers.markdown import table_rows

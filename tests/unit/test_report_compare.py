@@ -20,10 +20,11 @@ import pytest
 
 from lai.config import build_config
 from lai.errors import LaiError
-from lai.pipeline import Pipeline, load_summaries
+from lai.pipeline import Pipeline
 from lai.report.compare import compare_runs, comparison_table, render_markdown
 from lai.report.markdown import render_report, strategy_label
 from lai.report.stats import format_interval, wilson_interval
+from lai.store import load_summaries
 from tests.helpers.markdown import table_rows
 from tests.pipeline.test_loop import fake_config
 

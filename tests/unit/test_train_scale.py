@@ -269,7 +269,7 @@ def test_a_clean_run_passes(tmp_path: Path) -> None:
 
 
 def test_worker_entry_point_usage() -> None:
-    from lai.train.launch import main
+    from lai.train.sft import main
 
     assert main([]) == 2
 

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lai.pipeline import load_summaries
 from lai.report.markdown import markdown_table, resolve_usage, strategy_label
 from lai.report.paired import VERDICT_NOTE, outcomes, verdict_cell
 from lai.report.stats import PairedTest, paired_test
-from lai.store import RunStore, read_json, require_run_dir, saved_config
+from lai.store import RunStore, load_summaries, read_json, require_run_dir, saved_config
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from typing import Any
 
 from markupsafe import Markup
 
-from lai.pipeline import load_summaries
 from lai.report import plots
 from lai.report.compare import PAIRS_NOTES, compare_runs, comparison_table, pair_tests, pairs_table
 from lai.report.markdown import FIX_GROUPS, build_report, strategy_label
@@ -38,7 +37,14 @@ from lai.report.terms import (
     WELL_FORMED,
     well_formed,
 )
-from lai.store import RunStore, atomic_write_text, read_json, require_run_dir, saved_config
+from lai.store import (
+    RunStore,
+    atomic_write_text,
+    load_summaries,
+    read_json,
+    require_run_dir,
+    saved_config,
+)
 
 DIAGNOSIS_GROUPS = 12  # groups shown per iteration; the rest are counted
 ERRORS_PER_GROUP = 5  # example records inside an expanded group

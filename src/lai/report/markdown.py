@@ -15,7 +15,6 @@ from typing import Any
 from lai.config import EMBEDDED_MODEL
 from lai.instructor.ledger import cost_of
 from lai.manifest import HEARTBEAT_S
-from lai.pipeline import load_summaries
 from lai.quality.diagnoses import NO_DIAGNOSIS, NO_USABLE_DIAGNOSIS, NOT_DIAGNOSES
 from lai.records import Attempt, GeneratedSample, InstructRecord
 from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell, verdict_lines
@@ -32,7 +31,14 @@ from lai.report.terms import (
     glossary_markdown,
     well_formed,
 )
-from lai.store import RunStore, atomic_write_text, read_json, read_records, saved_config
+from lai.store import (
+    RunStore,
+    atomic_write_text,
+    load_summaries,
+    read_json,
+    read_records,
+    saved_config,
+)
 
 STAGES = ("select", "collect", "instruct", "parse", "verify", "train", "evaluate", "retest")
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lai.pipeline import eval_file, load_summaries
 from lai.report.stats import ALPHA, PAIRED_TEST, PairedTest, format_p, paired_test
-from lai.store import RunStore, read_jsonl
+from lai.store import RunStore, eval_file, load_summaries, read_jsonl
 
 #: Said once wherever verdicts appear, so "distinguishable from noise" has one meaning.
 VERDICT_NOTE = (

@@ -15,7 +15,6 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from lai.pipeline import load_summaries
 from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell
 from lai.report.stats import PairedTest, format_interval
 from lai.report.terms import (
@@ -28,7 +27,7 @@ from lai.report.terms import (
     WELL_FORMED,
     well_formed,
 )
-from lai.store import read_json
+from lai.store import load_summaries, read_json
 
 
 def _scores(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int, str], PairedTest]) -> Table:

@@ -5,11 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lai.config import TrainConfig
 from lai.errors import LaiError
 from lai.progress import NullProgress, Progress
+
+if TYPE_CHECKING:  # the registries sit below the config, which checks names against them
+    from lai.config import TrainConfig
+
+#: What a training run leaves in its folder for the train stage (one process or launched workers).
+SUMMARY_FILE = "train_summary.json"
 
 
 class TrainError(LaiError):

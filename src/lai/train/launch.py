@@ -1,13 +1,13 @@
-"""Multi-process training: ``accelerate launch`` around ``python -m lai.train.launch SPEC``.
+"""Multi-process training: ``accelerate launch`` around ``python -m lai.train.sft SPEC``.
 
 The parent (the ``train`` stage) writes two files into the iteration's train folder:
 
 * ``accelerate_config.yaml``: the distributed mode (:mod:`lai.train.accelerate_configs`);
 * ``launch_spec.json``: the model, the examples, the train config and the seed;
 
-then runs ``python -m accelerate.commands.launch --config_file ... -m lai.train.launch
+then runs ``python -m accelerate.commands.launch --config_file ... -m lai.train.sft
 launch_spec.json``, copies every line the workers print into ``train.log``, and waits.
-Each worker trains (:func:`lai.train.sft.run_training` with ``launched=True``); the main
+Each worker trains (:func:`lai.train.sft.main`, which runs ``run_training`` with ``launched=True``); the main
 process writes ``model/`` (renamed into place when complete), ``adapter/``,
 ``log_history.jsonl`` and ``train_summary.json``, which the parent returns. A non-zero
 exit becomes one :class:`~lai.train.base.TrainError` line naming the log file.
@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from lai.config import TrainConfig
-from lai.errors import LaiError
 from lai.processes import describe_exit, free_port, stop_group, usable_cpus
-from lai.train.base import TrainError, TrainExample
+from lai.train.base import SUMMARY_FILE, TrainError, TrainExample
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +48,6 @@ def launch_distributed(
         render_yaml,
         resolve_precision,
     )
-    from lai.train.sft import SUMMARY_FILE
-
     # Resolved once here: a missing model fails before any worker starts, and N workers
     # never race to convert an embedded GGUF into the same cache folder.
     source = resolve_model(model)
@@ -73,7 +70,7 @@ def launch_distributed(
     summary_path.unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_path),
-        "-m", "lai.train.launch", str(spec_path),
+        "-m", "lai.train.sft", str(spec_path),
     ]  # fmt: skip
     env = dict(os.environ)
     if use_cpu:  # share the cores between the workers instead of oversubscribing them
@@ -139,40 +136,15 @@ def failure_cause(lines: list[str]) -> str:
     """The most telling line of a failed worker's output, on one line (at most 300 characters)."""
     for line in reversed(lines):
         if ERROR_MARK in line:
-            return _one_line(line.split(ERROR_MARK, 1)[1])
+            return one_line(line.split(ERROR_MARK, 1)[1])
     for line in reversed(lines):
         match = _EXCEPTION_LINE.match(line.strip().removeprefix("[rank0]: ").removeprefix("[rank1]: "))
         if match and match.group(1) not in _WRAPPER_ERRORS:
-            return _one_line(f"{match.group(1)}: {match.group(2)}")
+            return one_line(f"{match.group(1)}: {match.group(2)}")
     return ""
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """An error as one line of at most 300 characters: what the train stage's error shows."""
     text = " ".join(text.split())
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def main(argv: list[str] | None = None) -> int:
-    """One worker: ``python -m lai.train.launch launch_spec.json`` (started by accelerate launch)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m lai.train.launch LAUNCH_SPEC.json", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    spec = json.loads(Path(argv[0]).read_text())
-    cfg = TrainConfig.model_validate(spec["config"])
-    examples = [TrainExample(**row) for row in spec["examples"]]
-    from lai.models.resolve import ModelSource
-    from lai.train.sft import run_training
-
-    source = ModelSource(**spec["source"])
-    try:
-        run_training(cfg, int(spec["seed"]), spec["model"], examples, Path(spec["out_dir"]), True, source)
-    except LaiError as error:
-        print(f"{ERROR_MARK}{_one_line(str(error))}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

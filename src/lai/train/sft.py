@@ -14,7 +14,7 @@ master weights and computes under autocast (pure-bf16 weights would round away m
 updates at the paper's learning rate of 5e-6), then saves in half precision.
 
 ``train.distributed`` other than ``none`` runs the same code in ``num_processes`` workers
-under ``accelerate launch`` (:mod:`lai.train.launch`).
+under ``accelerate launch`` (:mod:`lai.train.launch` starts them; each runs :func:`main`).
 
 LoRA adapters are merged into the weights before saving, so every iteration's model is
 a plain HF folder the next iteration (or any other tool) loads directly; the adapter is
@@ -29,20 +29,20 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from lai.config import TrainConfig
+from lai.errors import LaiError
 from lai.processes import usable_cpus
 from lai.progress import Progress, note
-from lai.train.base import Trainer, TrainExample
+from lai.train.base import SUMMARY_FILE, Trainer, TrainExample
+from lai.train.launch import ERROR_MARK, launch_distributed, one_line
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "train_summary.json"
-
 
 def _checkpointing(config_class: Any, enabled: bool) -> dict[str, bool]:
     """transformers 5.x renamed gradient_checkpointing to activation_checkpointing; use what exists."""
@@ -59,8 +59,6 @@ class SFTTrainerBackend(Trainer):
 
         check_runtime(self.config)
         if self.config.distributed != "none":
-            from lai.train.launch import launch_distributed
-
             # The workers are other processes: a spinner here, their steps in log_history.jsonl.
             spinner = self.progress.start(f"{self.label} ({self.config.distributed}, accelerate launch)", None)
             try:
@@ -306,3 +304,28 @@ def _token_totals(ranks_dir: Path, world_size: int) -> dict[str, Any]:
 
     rows = [json.loads((ranks_dir / f"rank_{r}.json").read_text()) for r in range(world_size)]
     return merge_rank_stats(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One worker: ``python -m lai.train.sft launch_spec.json`` (started by :mod:`lai.train.launch`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m lai.train.sft LAUNCH_SPEC.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    spec = json.loads(Path(argv[0]).read_text())
+    cfg = TrainConfig.model_validate(spec["config"])
+    examples = [TrainExample(**row) for row in spec["examples"]]
+    from lai.models.resolve import ModelSource
+
+    source = ModelSource(**spec["source"])
+    try:
+        run_training(cfg, int(spec["seed"]), spec["model"], examples, Path(spec["out_dir"]), True, source)
+    except LaiError as error:
+        print(f"{ERROR_MARK}{one_line(str(error))}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
