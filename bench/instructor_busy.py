@@ -2,7 +2,9 @@
 
 "before" is how lai started llama.cpp's server until issue 12: ``--n_threads 2`` and the
 OpenMP runtime's default (spinning) wait policy. "after" is today's default: the thread
-count from the CPUs this process may use and ``OMP_WAIT_POLICY=PASSIVE``. Each variant
+count one less than the CPUs this process may use and a short libgomp spin count
+(``GOMP_SPINCOUNT=1000``). "passive" (``OMP_WAIT_POLICY=PASSIVE``, all CPUs) and "all
+CPUs, short spins" are the alternatives that were measured against it. Each variant
 starts its own server on the embedded SmolLM2-135M Q4_1 GGUF and times ``--requests``
 completions of exactly ``--tokens`` tokens (end-of-text is suppressed with a logit bias),
 first idle, then with a ``while True: pass`` process running beside it.
@@ -25,7 +27,7 @@ from typing import Any
 from lai.config import LocalInstructorConfig
 from lai.instructor import local_server
 from lai.instructor.local_server import LocalInstructorServer
-from lai.processes import usable_cpus
+from lai.processes import GOMP_SPINCOUNT, usable_cpus
 
 PROMPT = "Write a long story about a lighthouse keeper who counts ships. Once upon a time,"
 
@@ -44,15 +46,25 @@ def complete(base_url: str, tokens: int) -> tuple[int, float]:
     return int(usage["completion_tokens"]), time.perf_counter() - started
 
 
+# name -> (n_threads, environment changes); "after" is lai's default today.
+VARIANTS: dict[str, tuple[int | None, dict[str, str]]] = {
+    "before": (2, {}),  # issue 12's starting point: libgomp's default 300,000 spins
+    "passive": (0, {"OMP_WAIT_POLICY": "PASSIVE"}),  # all usable CPUs
+    "after": (None, {"GOMP_SPINCOUNT": GOMP_SPINCOUNT}),  # usable CPUs - 1 threads
+    "all CPUs, short spins": (0, {"GOMP_SPINCOUNT": GOMP_SPINCOUNT}),
+}
+
+
 def measure(variant: str, busy: bool, requests: int, tokens: int, log_dir: Path) -> dict[str, Any]:
-    before = variant == "before"
-    config = LocalInstructorConfig(enabled=True, n_threads=2 if before else None)
+    threads, changes = VARIANTS[variant]
+    config = LocalInstructorConfig(enabled=True, n_threads=threads if threads != 0 else usable_cpus())
     original = local_server.server_environment
-    if before:  # the old environment: no wait policy set, so OpenMP spins
-        local_server.server_environment = lambda server, environ=None: {  # type: ignore[assignment]
-            k: v for k, v in original(server, {k: v for k, v in __import__("os").environ.items() if k != "OMP_WAIT_POLICY"}).items()
-            if k != "OMP_WAIT_POLICY"
-        }
+
+    def environment(server: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in original(server).items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+        return {**env, **changes}
+
+    local_server.server_environment = environment  # type: ignore[assignment]
     neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
         with LocalInstructorServer(config, log_dir / f"{variant}-{'busy' if busy else 'idle'}.log") as server:
@@ -67,7 +79,8 @@ def measure(variant: str, busy: bool, requests: int, tokens: int, log_dir: Path)
     seconds = sum(s for _, s in runs)
     return {
         "variant": variant, "neighbour": busy, "n_threads": local_server.server_threads(config),
-        "tokens": produced, "seconds": round(seconds, 2), "tokens_per_s": round(produced / seconds, 2),
+        "environment": changes, "tokens": produced, "seconds": round(seconds, 2),
+        "tokens_per_s": round(produced / seconds, 2),
     }  # fmt: skip
 
 
@@ -75,20 +88,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=80)
+    parser.add_argument("--rounds", type=int, default=2, help="the whole table this many times (the busy case varies)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as logs:
-        for busy in (False, True):
-            for variant in ("before", "after"):
-                row = measure(variant, busy, args.requests, args.tokens, Path(logs))
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-    rate = {(r["variant"], r["neighbour"]): r["tokens_per_s"] for r in rows}
+        for round_ in range(args.rounds):
+            for busy in (False, True):
+                for variant in VARIANTS:
+                    row = {"round": round_ + 1, **measure(variant, busy, args.requests, args.tokens, Path(logs))}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    rate: dict[tuple[str, bool], float] = {}
+    for r in rows:  # the slowest round of each: what a user can count on
+        key = (r["variant"], r["neighbour"])
+        rate[key] = min(rate.get(key, float("inf")), r["tokens_per_s"])
     summary = {
         "usable_cpus": usable_cpus(),
         "rows": rows,
-        "busy_over_idle": {v: round(rate[(v, True)] / rate[(v, False)], 3) for v in ("before", "after")},
+        "slowest_round": {f"{v} {'busy' if b else 'idle'}": rate[(v, b)] for v, b in sorted(rate)},
+        "busy_over_idle": {v: round(rate[(v, True)] / rate[(v, False)], 3) for v in VARIANTS},
     }
     print(json.dumps(summary["busy_over_idle"]))
     if args.out:

@@ -8,11 +8,9 @@ and the loop repeats from the improved model.
 
 import os
 
+from lai.processes import short_openmp_spins
+
 __version__ = "0.1.0"
 
-# OpenMP threads (torch's and llama.cpp's) spin-wait for each other by default. Beside one
-# CPU-bound neighbour on 2 cores, a thread spins while the one it waits for is descheduled:
-# a torch matmul loop took 17x longer (233 s against 14 s with PASSIVE, bench/README.md,
-# "Busy machines"). Set before torch is imported, since libgomp reads it once at load;
-# a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch is imported: libgomp reads its wait policy once, when it loads.
+short_openmp_spins(os.environ)

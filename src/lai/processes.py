@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: libgomp's spin count before an idle thread sleeps (see short_openmp_spins).
+GOMP_SPINCOUNT = "1000"
+
+
+def short_openmp_spins(environ: MutableMapping[str, str]) -> None:
+    """Let OpenMP threads (torch's, llama.cpp's) spin briefly, then sleep, unless the user chose.
+
+    By default libgomp spins 300,000 times before it sleeps. Beside one CPU-bound
+    neighbour on 2 cores, a thread then spins at every barrier while the thread it waits
+    for is descheduled: the embedded instructor fell from ~147 to 0.4 tokens/s, and a torch
+    loop took 3-17x longer. Fully passive waits (``OMP_WAIT_POLICY=PASSIVE``) fix the busy
+    case but, in the VMs measured, made llama.cpp's idle decoding 3x slower (a sleeping vCPU
+    wakes slowly, and there are hundreds of barriers per token) and torch's 20 %. 1,000
+    spins cost nothing idle; bench/README.md, "Busy machines", has the tables. GNU OpenMP
+    only; other runtimes ignore it.
+    """
+    if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
+        environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
 
 
 def usable_cpus() -> int:

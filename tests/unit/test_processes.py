@@ -45,9 +45,13 @@ def test_usable_cpus_follows_the_affinity_mask() -> None:
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
 
 
-def test_lai_makes_openmp_threads_wait_passively_unless_the_user_chose() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "import lai, os; print(os.environ['OMP_WAIT_POLICY'])"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
+def test_lai_shortens_openmp_spins_unless_the_user_chose() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import lai, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+
+    def seen(**extra: str) -> str:
+        return subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert seen() == "1000 None"
+    assert seen(OMP_WAIT_POLICY="PASSIVE") == "None PASSIVE"
+    assert seen(GOMP_SPINCOUNT="5") == "5 None"

@@ -80,11 +80,12 @@ def test_server_environment_keeps_gpu_and_cache_settings_not_api_keys() -> None:
     }  # fmt: skip
     assert server_environment("vllm", environ) == {
         "PATH": "/bin", "HOME": "/h", "CUDA_VISIBLE_DEVICES": "0,1", "HF_HOME": "/hf", "HF_TOKEN": "hf_x",
-        "VLLM_USE_V1": "1", "NCCL_DEBUG": "WARN", "OMP_WAIT_POLICY": "PASSIVE",
+        "VLLM_USE_V1": "1", "NCCL_DEBUG": "WARN", "GOMP_SPINCOUNT": "1000",
     }  # fmt: skip
-    # Idle OpenMP threads sleep instead of spinning (a busy machine), unless the user chose.
-    assert server_environment("llama_cpp", environ) == {"PATH": "/bin", "HOME": "/h", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert server_environment("llama_cpp", {**environ, "OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] == "ACTIVE"
+    # Idle OpenMP threads sleep soon instead of spinning (a busy machine), unless the user chose.
+    assert server_environment("llama_cpp", environ) == {"PATH": "/bin", "HOME": "/h", "GOMP_SPINCOUNT": "1000"}
+    chosen = server_environment("llama_cpp", {**environ, "OMP_WAIT_POLICY": "ACTIVE"})
+    assert chosen["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in chosen
 
 
 @pytest.mark.parametrize("server", ["vllm", "llama_cpp"])

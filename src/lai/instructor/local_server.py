@@ -15,10 +15,11 @@ client's reply first (12 s at full CPU, measured), SIGTERM for vLLM, which stops
 workers on the way out.
 
 Busy machines: llama.cpp's OpenMP threads spin-wait by default, and with one CPU-bound
-neighbour on 2 cores that took decoding from ~100 to 0.3 tokens/s (../shared/FACTS.md).
-The server therefore gets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user's environment sets
-it) and, by default, as many threads as this process may really use
-(:func:`lai.processes.usable_cpus`: affinity mask and cgroup quota).
+neighbour on 2 cores that took decoding from ~147 to 0.4 tokens/s (bench/README.md,
+"Busy machines"). The server therefore gets a short OpenMP spin count
+(:func:`lai.processes.short_openmp_spins`, unless the user's environment chooses a wait
+policy) and, by default, one thread less than the CPUs this process may really use
+(:func:`lai.processes.usable_cpus`: affinity mask and cgroup quota; see :func:`server_threads`).
 
 A server that dies is named, not guessed at: :meth:`LocalInstructorServer.death` says how
 (exit status or signal) and quotes its log's last meaningful line; llama.cpp is also sent
@@ -46,7 +47,7 @@ from typing import Any, TypeVar
 from lai.config import LocalInstructorConfig
 from lai.errors import InstructorError, LaiError
 from lai.models.resolve import embedded_gguf, resolve_model
-from lai.processes import death_notice, free_port, reap, stop_group, usable_cpus
+from lai.processes import death_notice, free_port, reap, short_openmp_spins, stop_group, usable_cpus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,7 +61,7 @@ INSTALL_HINTS = {
 }
 # Secrets are not the server's business: it gets a minimal environment. vLLM also needs to
 # see its GPUs and caches, and HF_TOKEN for gated weights; instructor API keys stay out.
-BASE_ENV = ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")
+BASE_ENV = ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH", "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
 # llama.cpp's server is killed outright when lai dies; vLLM is asked to stop (it has GPU workers).
 DEATH_SIGNAL = {"llama_cpp": signal.SIGKILL, "vllm": signal.SIGTERM}
 TERM_WAIT_S = {"llama_cpp": 3.0, "vllm": 10.0}
@@ -105,7 +106,7 @@ def vllm_model(spec: str) -> str:
 
 def server_environment(server: str, environ: dict[str, str] | None = None) -> dict[str, str]:
     environ = dict(os.environ if environ is None else environ)
-    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle threads sleep instead of spinning
+    short_openmp_spins(environ)  # idle threads sleep soon instead of spinning (a busy machine)
     keep = set(BASE_ENV)
     if server == "vllm":
         keep.update(VLLM_ENV)
@@ -114,8 +115,15 @@ def server_environment(server: str, environ: dict[str, str] | None = None) -> di
 
 
 def server_threads(config: LocalInstructorConfig) -> int:
-    """llama.cpp's thread count: the config's, else the CPUs this process may really use."""
-    return config.n_threads or usable_cpus()
+    """llama.cpp's thread count: the config's, else one less than the CPUs lai may really use.
+
+    One CPU is left over because llama.cpp's threads meet at a barrier hundreds of times per
+    token: if one of them shares a core with anything else (a neighbour, lai itself), all
+    wait for it. On 2 CPUs beside one busy process, 2 threads decoded 31-81 tokens/s from
+    run to run and 1 thread 95-141, against 72-163 and 130-146 idle (bench/README.md, "Busy
+    machines"); on a bigger machine, N-1 threads still fit beside one neighbour.
+    """
+    return config.n_threads or max(1, usable_cpus() - 1)
 
 
 def launcher(config: LocalInstructorConfig) -> list[str]:
