@@ -1,11 +1,12 @@
-# Two commands: `make demo` runs the whole loop on the embedded default; `make test` runs the tests.
+# Two commands: `make demo` runs the whole loop on the embedded default; `make test` runs the tests
+# (`make test-fast`: the fast tier, see README, Tests).
 # Both create .venv on first use and install what they need (offline-capable after that).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-8)
 
-.PHONY: demo test lint install clean chromium screenshot
+.PHONY: demo test test-fast lint install clean chromium screenshot
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,6 +39,11 @@ chromium:
 
 test: $(STAMP) chromium
 	$(BIN)/pytest -q || { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no tests" >&2; exit $$status; }
+
+# The fast tier, for while editing: no model loads, servers, Ray, browser or ../shared/data
+# (its data are tests/fixtures/data). `make test` above still runs everything.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow" || { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no tests" >&2; exit $$status; }
 
 # The README's screenshot (docs/images/report.png) is of a real run of configs/demo.yaml:
 # the demo (minutes on a CPU; rerunning resumes it), then its report.html in chromium.

@@ -14,10 +14,20 @@ from tests.helpers import leftovers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """Tiny synthetic benchmark files in the repository (tests/fixtures/make_data.py): the
+    fast tier runs on them, so it needs nothing outside the checkout."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """The real benchmark samples in ../shared/data, for the (slow) tests that need real
+    rows; skipped, saying why, where that folder is absent."""
     if not (SHARED_DATA / "gsm8k" / "train.jsonl").exists():
         pytest.skip(f"benchmark data not found at {SHARED_DATA} (see ../shared/data/SOURCES.md)")
     return SHARED_DATA
@@ -43,7 +53,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+#: Fixtures whose tests are slow by definition: real benchmark rows (../shared/data) and a
+#: model loaded through transformers (even a random tiny one pays torch's load and compile).
+SLOW_FIXTURES = {"shared_data_dir", "tiny_model_dir"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     try:
         import torch
 

@@ -455,15 +455,21 @@ def _user_error_exit(error: LaiError) -> None:
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:
-    """Usage errors: typer may raise its own vendored click's exceptions, not click's."""
-    import click
-
-    kinds: list[type[Exception]] = [click.ClickException]
+    """Usage errors: typer 0.2x raises its own vendored click's exceptions, older typer
+    click's. click is not a dependency of lai (nor of a current typer), so a base install
+    may lack it: each is looked up only if present."""
+    kinds: list[type[Exception]] = []
     try:
         from typer import _click  # type: ignore[attr-defined]
 
         kinds.append(_click.ClickException)
     except (ImportError, AttributeError):
+        pass
+    try:
+        import click
+
+        kinds.append(click.ClickException)
+    except ImportError:
         pass
     return tuple(kinds)
 

@@ -26,6 +26,8 @@ ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'lai[
 
 CLUSTER = {"backend": "ray", "workers": 2, "shard_size": 3, "local_cpus": 2, "cpus_per_worker": 1}
 
+pytestmark = pytest.mark.slow  # starts a Ray cluster
+
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:

@@ -63,9 +63,9 @@ def records(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def test_two_iterations_on_fakes(data_dir: Path, tmp_path: Path) -> None:
+def test_two_iterations_on_fakes(shared_data_dir: Path, tmp_path: Path) -> None:
     log = tmp_path / "requests.log"
-    config = build_config(fake_config(data_dir, log))
+    config = build_config(fake_config(shared_data_dir, log))
     report = Pipeline(config, tmp_path / "run").run()
     summaries = load_summaries(tmp_path / "run")
     assert sorted(summaries) == [0, 1, 2]
@@ -154,6 +154,7 @@ def written_ids(run_dir: Path) -> set[str]:
     return ids
 
 
+@pytest.mark.slow  # about 20 s of runs killed and resumed
 def test_kill_9_at_random_moments_then_resume_gives_the_same_records(data_dir: Path, tmp_path: Path) -> None:
     # Reference: one uninterrupted run.
     ref_config = tmp_path / "ref.yaml"
@@ -204,10 +205,10 @@ def test_kill_9_at_random_moments_then_resume_gives_the_same_records(data_dir: P
         assert entry["seconds"] == pytest.approx(sum(a["seconds"] for a in entry["history"]), abs=0.05)
 
 
-def test_a_train_slice_benchmark_is_never_selected(data_dir: Path, tmp_path: Path) -> None:
+def test_a_train_slice_benchmark_is_never_selected(shared_data_dir: Path, tmp_path: Path) -> None:
     config = build_config(
         fake_config(
-            data_dir, tmp_path / "log", iterations=1,
+            shared_data_dir, tmp_path / "log", iterations=1,
             select={"pools": [{"task": "gsm8k", "pool": "train", "n": 8000}]},
             evaluate={"benchmarks": [{"task": "gsm8k", "pool": "train", "limit": 40}]},
         )

@@ -25,11 +25,11 @@ CUE = "A: Let's think step by step."
 
 
 @pytest.fixture(scope="module")
-def bbh(data_dir: Path) -> tuple[BBH, dict[str, list[Sample]]]:
+def bbh(shared_data_dir: Path) -> tuple[BBH, dict[str, list[Sample]]]:
     task = get_task("bbh")
     assert isinstance(task, BBH)
     by_subtask: dict[str, list[Sample]] = {}
-    for sample in task.load("test", data_dir=data_dir):
+    for sample in task.load("test", data_dir=shared_data_dir):
         by_subtask.setdefault(str(task.group(sample)), []).append(sample)
     return task, by_subtask
 
@@ -175,34 +175,34 @@ def test_bbh_missing_cot_prompts_names_the_path(tmp_path: Path) -> None:
     assert str(tmp_path / "bbh" / "cot-prompts") in str(error.value)
 
 
-def test_bbh_single_file_takes_its_subtask_from_the_name(data_dir: Path, tmp_path: Path) -> None:
+def test_bbh_single_file_takes_its_subtask_from_the_name(shared_data_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "word_sorting.jsonl"
     path.write_text(json.dumps({"input": "Sort: b a", "target": "a b"}) + "\n")
-    [sample] = BBH().load("test", path=path, data_dir=data_dir)
+    [sample] = BBH().load("test", path=path, data_dir=shared_data_dir)
     assert sample.id == "bbh/word_sorting/0" and sample.meta["subtask"] == "word_sorting"
     prompt = BBH().prompt(sample, "lm-eval")
     assert isinstance(prompt, str) and prompt.startswith("Sort a list of words.\n\n")
     bad = tmp_path / "not_a_subtask.jsonl"
     bad.write_text(path.read_text())
     with pytest.raises(DataError, match="unknown BBH subtask 'not_a_subtask'"):
-        BBH().load("test", path=bad, data_dir=data_dir)
+        BBH().load("test", path=bad, data_dir=shared_data_dir)
 
 
 # ---- GSM-Plus ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def gsmplus(data_dir: Path) -> tuple[GSMPlus, list[Sample]]:
+def gsmplus(shared_data_dir: Path) -> tuple[GSMPlus, list[Sample]]:
     task = get_task("gsm8k_plus")
     assert isinstance(task, GSMPlus)
-    return task, task.load("test", data_dir=data_dir)
+    return task, task.load("test", data_dir=shared_data_dir)
 
 
 def test_gsmplus_loads_rows_with_types_as_groups(
-    data_dir: Path, gsmplus: tuple[GSMPlus, list[Sample]]
+    shared_data_dir: Path, gsmplus: tuple[GSMPlus, list[Sample]]
 ) -> None:
     task, samples = gsmplus
-    rows = [json.loads(line) for line in (data_dir / "gsm8k_plus" / "test_sample.jsonl").open()]
+    rows = [json.loads(line) for line in (shared_data_dir / "gsm8k_plus" / "test_sample.jsonl").open()]
     assert len(samples) == len(rows) == 30
     assert [task.group(s) for s in samples] == [row["type"] for row in rows]
     assert samples[0].id == "gsm8k_plus/test/0" and samples[0].reference == "220"

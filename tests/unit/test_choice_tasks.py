@@ -72,8 +72,8 @@ def test_score_reasons() -> None:
     assert MMLU_TASK.score(sample, " B", "lm-eval").correct  # generated under lm-eval too
 
 
-def test_mmlu_real_rows_and_lm_eval_context(data_dir: Path) -> None:
-    train = MMLU_TASK.load("train", data_dir=data_dir)
+def test_mmlu_real_rows_and_lm_eval_context(shared_data_dir: Path) -> None:
+    train = MMLU_TASK.load("train", data_dir=shared_data_dir)
     assert len(train) == 1816
     assert len({MMLU_TASK.group(s) for s in train}) == 57 and all(s.meta["subject"] for s in train)
     first = train[0]
@@ -99,8 +99,8 @@ def test_mmlu_real_rows_and_lm_eval_context(data_dir: Path) -> None:
     assert "The answer is (X)" in paper.context[0]["content"]  # type: ignore[index]
 
 
-def test_mmlu_fewshot_matches_lm_eval_first_n(data_dir: Path, tmp_path: Path) -> None:
-    rows = (data_dir / "mmlu" / "train.jsonl").read_text().splitlines()
+def test_mmlu_fewshot_matches_lm_eval_first_n(shared_data_dir: Path, tmp_path: Path) -> None:
+    rows = (shared_data_dir / "mmlu" / "train.jsonl").read_text().splitlines()
     (tmp_path / "mmlu").mkdir()
     (tmp_path / "mmlu" / "dev.jsonl").write_text("\n".join(rows[1531:]) + "\n")  # the dev block
     task = MMLU(fewshot=1, data_dir=tmp_path)
@@ -115,8 +115,8 @@ def test_mmlu_fewshot_matches_lm_eval_first_n(data_dir: Path, tmp_path: Path) ->
         MMLU(fewshot=6)
 
 
-def test_arc_real_rows_and_lm_eval_continuations(data_dir: Path) -> None:
-    test = ARC_TASK.load("test", data_dir=data_dir)
+def test_arc_real_rows_and_lm_eval_continuations(shared_data_dir: Path) -> None:
+    test = ARC_TASK.load("test", data_dir=shared_data_dir)
     assert len(test) == 30
     first = test[0]
     assert first.id == "arc_challenge/test/Mercury_7175875" and first.reference == "C"

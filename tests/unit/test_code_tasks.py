@@ -39,6 +39,17 @@ def mbpp_test(data_dir: Path) -> list[Sample]:
     return MBPP_TASK.load("test", data_dir=data_dir)
 
 
+@pytest.fixture(scope="module")
+def real_humaneval_rows(shared_data_dir: Path) -> list[Sample]:
+    """The real HumanEval rows, for the tests that check what HumanEval/0 says."""
+    return HUMANEVAL.load("test", data_dir=shared_data_dir)
+
+
+@pytest.fixture(scope="module")
+def real_mbpp_test(shared_data_dir: Path) -> list[Sample]:
+    return MBPP_TASK.load("test", data_dir=shared_data_dir)
+
+
 def test_registry_names_the_classes() -> None:
     assert isinstance(get_task("mbpp"), MBPP) and isinstance(get_task("humaneval"), HumanEval)
     assert get_task("mbpp").template_family == "code"
@@ -56,9 +67,9 @@ def test_canonical_solutions_pass_under_both_protocols(humaneval_rows: list[Samp
         assert all(sc.reason == "passed" for sc in scores)
 
 
-def test_sample_fields_and_prompts(humaneval_rows: list[Sample]) -> None:
-    first = humaneval_rows[0]
-    assert len(humaneval_rows) == 20 and first.id == "humaneval/test/HumanEval/0"
+def test_sample_fields_and_prompts(real_humaneval_rows: list[Sample]) -> None:
+    first = real_humaneval_rows[0]
+    assert len(real_humaneval_rows) == 20 and first.id == "humaneval/test/HumanEval/0"
     assert first.meta["entry_point"] == "has_close_elements"
     assert first.reference == first.meta["test"] and "def check(candidate)" in first.reference
     chat = HUMANEVAL.prompt(first)
@@ -72,9 +83,9 @@ def test_sample_fields_and_prompts(humaneval_rows: list[Sample]) -> None:
 
 
 def test_paper_protocol_keeps_the_prompt_header_and_picks_the_defining_block(
-    humaneval_rows: list[Sample],
+    real_humaneval_rows: list[Sample],
 ) -> None:
-    sample = humaneval_rows[0]  # the prompt imports List; the reply below does not
+    sample = real_humaneval_rows[0]  # the prompt imports List; the reply below does not
     body = sample.question[sample.question.index("def ") :] + sample.meta["canonical_solution"]
     two_blocks = f"Usage:\n```python\nprint(has_close_elements([1.0], 0.5))\n```\n{fenced(body)}"
     score = HUMANEVAL.score(sample, two_blocks)
@@ -84,8 +95,8 @@ def test_paper_protocol_keeps_the_prompt_header_and_picks_the_defining_block(
     assert bare.correct, bare.reason
 
 
-def test_failures_have_informative_reasons(humaneval_rows: list[Sample]) -> None:
-    sample = humaneval_rows[0]
+def test_failures_have_informative_reasons(real_humaneval_rows: list[Sample]) -> None:
+    sample = real_humaneval_rows[0]
     wrong = fenced(sample.question + "    return False\n")
     elsewhere = fenced("def helper(numbers):\n    return False")
     scores = HUMANEVAL.score_many([sample, sample, sample], [wrong, elsewhere, "I don't know."])
@@ -115,12 +126,12 @@ def test_lm_eval_stop_strings_cut_the_completion(humaneval_rows: list[Sample]) -
 
 
 def test_mbpp_rows_load_and_a_correct_solution_passes(
-    data_dir: Path, mbpp_test: list[Sample]
+    shared_data_dir: Path, real_mbpp_test: list[Sample]
 ) -> None:
-    train = MBPP_TASK.load("train", data_dir=data_dir)
-    assert len(train) == 462 and len(mbpp_test) == 30
+    train = MBPP_TASK.load("train", data_dir=shared_data_dir)
+    assert len(train) == 462 and len(real_mbpp_test) == 30
     assert train[0].id == "mbpp/train/511" and train[0].meta["entry_point"] == "find_Min_Sum"
-    sample = mbpp_test[0]  # remove_Occ: drop the first and last occurrence of a character
+    sample = real_mbpp_test[0]  # remove_Occ: drop the first and last occurrence of a character
     assert sample.question.strip() in MBPP_TASK.prompt(sample)[0]["content"]
     assert MBPP_TASK.prompt(sample, "lm-eval") == sample.question
     solution = (

@@ -22,6 +22,7 @@ from tests.helpers.kill_resume import kill_and_resume
 CONCURRENCY = 4
 
 
+@pytest.mark.slow  # over 10 s per seed
 @pytest.mark.parametrize("seed", [1, 2])
 def test_kill_9_at_random_moments_never_pays_twice_for_a_received_reply(tmp_path: Path, seed: int) -> None:
     outcome = kill_and_resume(tmp_path, n=200, concurrency=CONCURRENCY, kills=8, seed=seed)

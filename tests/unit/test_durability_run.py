@@ -117,6 +117,7 @@ def test_ctrl_c_and_sigterm_say_interrupted_and_exit_130_or_143(
     assert not (run_dir / stage.split("/")[0] / f"{stage.split('/')[1]}.done").exists()
 
 
+@pytest.mark.slow  # about 20 s: a whole second process waits on the lock
 def test_a_second_process_on_the_same_run_dir_is_refused_with_the_holders_pid(tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "run"
     first = start(tmp_path, slow(data_dir), run_dir)

@@ -37,8 +37,8 @@ def test_normalize_number() -> None:
     assert normalize_number("abc") is None
 
 
-def test_real_rows_load_and_score(data_dir: Path) -> None:
-    train = TASK.load("train", data_dir=data_dir)
+def test_real_rows_load_and_score(shared_data_dir: Path) -> None:
+    train = TASK.load("train", data_dir=shared_data_dir)
     assert len(train) == 7473
     first = train[0]
     assert first.id == "gsm8k/train/0" and first.reference == "72"
@@ -49,7 +49,7 @@ def test_real_rows_load_and_score(data_dir: Path) -> None:
     wrong = TASK.score(first, "The answer is 50.")
     assert right.correct and right.extracted == "72"
     assert not wrong.correct and wrong.reason == "final answer 50, expected 72"
-    test = TASK.load("test", data_dir=data_dir)
+    test = TASK.load("test", data_dir=shared_data_dir)
     assert len(test) == 40  # falls back to test_sample.jsonl
 
 

@@ -78,6 +78,16 @@ def set_scores(run_dir: Path, k: int, scores: dict[str, tuple[int, int]]) -> Non
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    return make_runs(tmp_path_factory, data_dir)
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> dict[str, Path]:
+    """The same runs on the real GSM8K rows: the counts some tests check depend on them."""
+    return make_runs(tmp_path_factory, shared_data_dir)
+
+
+def make_runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("runs")
     two_benchmarks = {
         "benchmarks": [
@@ -219,8 +229,8 @@ def test_worked_example_shows_provenance(runs: dict[str, Path], tmp_path: Path) 
     assert "**training row:** `gsm8k/train/" in section(baseline, "What the strategy picked")
 
 
-def test_an_old_run_without_verify_or_retest_still_renders(runs: dict[str, Path], tmp_path: Path) -> None:
-    run = copy_run(runs["le"], tmp_path)
+def test_an_old_run_without_verify_or_retest_still_renders(real_runs: dict[str, Path], tmp_path: Path) -> None:
+    run = copy_run(real_runs["le"], tmp_path)
     for k in (1, 2):
         for name in NEW_FILES:
             (run / f"iter_{k:02d}" / name).unlink()
@@ -249,8 +259,8 @@ def expected_score_cell(run_dir: Path, bench: str) -> str:
     return f"{100 * last:.1f}% ({100 * (last - base):+.1f})"
 
 
-def test_compare_has_a_row_per_run_with_strategy_samples_and_deltas(runs: dict[str, Path]) -> None:
-    dirs = [runs["le"], runs["lec"], runs["orig"]]
+def test_compare_has_a_row_per_run_with_strategy_samples_and_deltas(real_runs: dict[str, Path]) -> None:
+    dirs = [real_runs["le"], real_runs["lec"], real_runs["orig"]]
     rows = compare_runs(dirs)
     assert [r.name for r in rows] == ["le", "lec", "orig"]
     assert [r.strategy for r in rows] == ["le", "lec", "original"]
@@ -266,11 +276,11 @@ def test_compare_has_a_row_per_run_with_strategy_samples_and_deltas(runs: dict[s
     by_name = {c[0]: dict(zip(header, c, strict=True)) for c in cells}
     assert by_name["le"]["strategy"] == "le" and by_name["lec"]["strategy"] == "lec (k=2)"
     assert by_name["orig"]["strategy"] == "original"
-    assert by_name["le"]["gsm8k/test"] == expected_score_cell(runs["le"], "gsm8k/test") == "40.0% (+30.0)"
-    assert by_name["lec"]["gsm8k/test"] == expected_score_cell(runs["lec"], "gsm8k/test")
-    assert by_name["orig"]["gsm8k/test@lm-eval"] == expected_score_cell(runs["orig"], "gsm8k/test@lm-eval")
+    assert by_name["le"]["gsm8k/test"] == expected_score_cell(real_runs["le"], "gsm8k/test") == "40.0% (+30.0)"
+    assert by_name["lec"]["gsm8k/test"] == expected_score_cell(real_runs["lec"], "gsm8k/test")
+    assert by_name["orig"]["gsm8k/test@lm-eval"] == expected_score_cell(real_runs["orig"], "gsm8k/test@lm-eval")
     assert by_name["le"]["gsm8k/test@lm-eval"] == "-" and by_name["lec"]["gsm8k/test@lm-eval"] == "-"
-    last_retest = json.loads((runs["le"] / "iter_02" / "retest.done").read_text())
+    last_retest = json.loads((real_runs["le"] / "iter_02" / "retest.done").read_text())
     t, c = last_retest["targeted"], last_retest["control"]
     assert by_name["le"]["fixed: targeted"] == f"{t['fixed']}/{t['n']} ({100 * t['fixed'] / t['n']:.0f}%)"
     assert by_name["le"]["fixed: control"] == f"{c['fixed']}/{c['n']} ({100 * c['fixed'] / c['n']:.0f}%)"
@@ -282,7 +292,7 @@ def test_compare_has_a_row_per_run_with_strategy_samples_and_deltas(runs: dict[s
     main = text[: text.index("## Is the difference more than noise?")]
     assert len([line for line in main.splitlines() if line.startswith("|")]) == 1 + 1 + 3  # header, rule, one row per run
     assert "| le | le | 2 | 20 | 40.0% (+30.0) | - |" in text
-    # Then every pair of runs on each benchmark both evaluated (gsm8k/test@lm-eval is orig's alone).
+    # Then every pair of real_runs on each benchmark both evaluated (gsm8k/test@lm-eval is orig's alone).
     assert len(table) == 5 + 2 + 3
 
 

@@ -716,8 +716,9 @@ def test_pool_copies_stay_when_the_pool_check_is_off() -> None:
 
 
 @pytest.fixture(scope="module")
-def gsm8k_test(data_dir: Path) -> list[Sample]:
-    return get_task("gsm8k").load("test", data_dir=data_dir)
+def gsm8k_test(shared_data_dir: Path) -> list[Sample]:
+    """The real GSM8K test rows: the copies below are of two items by name."""
+    return get_task("gsm8k").load("test", data_dir=shared_data_dir)
 
 
 def find_item(rows: list[Sample], opening: str) -> Sample:
