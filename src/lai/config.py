@@ -99,7 +99,7 @@ class LocalInstructorConfig(Section):
     port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     n_ctx: int = Field(4096, ge=256, description="context length (vLLM: --max-model-len)")
     n_threads: int | None = Field(
-        None, ge=1, description="llama_cpp only; null: the CPUs this process may use (affinity mask and cgroup quota)"
+        None, ge=1, description="llama_cpp only; null: one less than the CPUs lai may use (affinity mask, cgroup quota), at least 1"
     )
     startup_timeout_s: float | None = Field(
         None, gt=0, description="null: 120 s for llama_cpp, 1200 s for vllm (it may download and compile first)"
