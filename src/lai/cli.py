@@ -1,7 +1,9 @@
 """The ``lai`` command line.
 
 Errors a user can fix print as one line and exit with status 2; ``--debug`` shows the
-traceback. Progress bars and tables are drawn here and nowhere else.
+traceback. Progress bars are drawn here and nowhere else; so are the tables, except the
+scores table printed at the end of ``lai run``, which report/summary.py builds (with rich)
+for this module to print.
 """
 
 from __future__ import annotations

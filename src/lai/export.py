@@ -38,6 +38,7 @@ from lai.report.markdown import (
     DIRECT_STRATEGIES,
     STRATEGY_WORDS,
     contamination_rows,
+    local_server_name,
     markdown_table,
     reasons_cell,
     strategy_label,
@@ -237,7 +238,7 @@ def _instructor_line(config: dict[str, Any], strategy: str) -> str:
     if strategy in DIRECT_STRATEGIES:
         return f"none (strategy `{strategy}` trains on real training rows, no instructor)"
     if local.get("enabled"):
-        return f"`{local.get('model')}` on a local llama.cpp server started by lai"
+        return f"`{local.get('model')}` on a local {local_server_name(local)} server started by lai"
     where = f" at {instructor['base_url']}" if instructor.get("base_url") else ""
     return (
         f"`{instructor.get('model', '?')}`{where} (backend {instructor.get('backend', '?')}, "

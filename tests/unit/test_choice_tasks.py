@@ -15,7 +15,6 @@ from lai.tasks import get_task
 from lai.tasks.base import SampleRejected
 from lai.tasks.choice import (
     MMLU,
-    ARCChallenge,
     extract_letter,
     lm_eval_acc_norm,
     parse_question,
@@ -169,7 +168,6 @@ def test_hub_and_odd_rows_normalise() -> None:
 def test_lm_eval_acc_norm_divides_by_option_length() -> None:
     continuations = [" ab", " abcdef"]
     assert lm_eval_acc_norm(continuations, [-3.0, -4.0]) == 1  # -1.5 vs -0.67 per character
-    assert ARCChallenge.lm_eval_metrics == ("acc", "acc_norm") and MMLU.lm_eval_metrics == ("acc",)
 
 
 def test_check_generated_accepts_good_sample_and_round_trips() -> None:

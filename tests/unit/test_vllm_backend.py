@@ -196,6 +196,12 @@ def test_settings_are_checked_before_anything_loads(fake_vllm: FakeState) -> Non
     assert engine_dtype("auto") == "bfloat16" and engine_dtype("float32") == "float32"
 
 
+def test_the_hf_backend_refuses_unknown_options_too() -> None:
+    # The same config error for either backend, before any model is looked up.
+    with pytest.raises(ConfigError, match="hf backend has no setting tensor_parallel_size"):
+        TARGETS.build("hf", "org/no-such-model", tensor_parallel_size=2)
+
+
 def test_gguf_files_are_refused(fake_vllm: FakeState, tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     with pytest.raises(ModelError, match="does not load .gguf"):

@@ -30,7 +30,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +57,6 @@ MAX_RETRY_AFTER_S = 300.0
 # The record fields that describe the request (taken from the request on a cache hit, so
 # two requests with identical messages but different ids each get their own record).
 _REQUEST_FIELDS = {"id", "source_ids", "task", "strategy", "n_requested", "messages", "template", "template_hash"}
-
-
-@dataclass
-class RunSummary:
-    sent: int = 0  # requests that went to the network (attempts, retries included)
-    cache_hits: int = 0
-    ok: int = 0
-    failed: int = 0
-    skipped_for_budget: int = 0
-    cost: float = 0.0
 
 
 class _Retryable(Exception):
@@ -275,7 +264,6 @@ class AsyncOpenAIInstructor(Instructor):
         semaphore: asyncio.Semaphore,
         request: InstructRequest,
         messages: list[dict[str, str]],
-        summary: RunSummary,
         kind: str = "first",
     ) -> tuple[str, str | None, str, int, int]:
         """One paid call, with retries; raise _Retryable (the last reason) or APIStatusError.
@@ -293,10 +281,10 @@ class AsyncOpenAIInstructor(Instructor):
                     stored["reply"], stored.get("finish_reason"), stored.get("model") or self.model_name,
                     int(stored.get("prompt_tokens") or 0), int(stored.get("completion_tokens") or 0),
                 )  # fmt: skip
-        result = await self._send(client, limiter, semaphore, request, messages, summary)
+        result = await self._send(client, limiter, semaphore, request, messages)
         reply, finish, model, prompt, completion, response_id = result
         call = dict(zip(CALL_FIELDS, (reply, finish, model, prompt, completion), strict=True))
-        summary.cost += self.ledger.add(
+        self.ledger.add(
             stage=self.stage, iteration=self.iteration, model=model,
             prompt_tokens=prompt, completion_tokens=completion,
             call={"request_id": request.id, "kind": kind, "response_id": response_id, "key": key, **call},
@@ -312,7 +300,6 @@ class AsyncOpenAIInstructor(Instructor):
         semaphore: asyncio.Semaphore,
         request: InstructRequest,
         messages: list[dict[str, str]],
-        summary: RunSummary,
     ) -> tuple[str, str | None, str, int, int, str | None]:
         """Send with retries; raise _Retryable (the last reason) or APIStatusError when done."""
         kwargs = self._kwargs(request, messages)
@@ -322,7 +309,6 @@ class AsyncOpenAIInstructor(Instructor):
             # so one unlucky request does not idle a concurrency slot.
             async with semaphore:
                 await limiter.acquire(estimated)
-                summary.sent += 1
                 try:
                     result = await self._attempt(client, kwargs)
                 except _Retryable as error:
@@ -351,7 +337,6 @@ class AsyncOpenAIInstructor(Instructor):
         limiter: RateLimiter,
         semaphore: asyncio.Semaphore,
         request: InstructRequest,
-        summary: RunSummary,
     ) -> InstructRecord:
         started = time.monotonic()
         prompt_tokens = completion_tokens = 0
@@ -365,7 +350,7 @@ class AsyncOpenAIInstructor(Instructor):
 
         try:
             reply, finish, model, prompt, completion = await self._call(
-                client, limiter, semaphore, request, request.messages, summary
+                client, limiter, semaphore, request, request.messages
             )
             book(model, prompt, completion)
             # A reply cut by max_tokens is kept as is: the parser rescues its complete samples,
@@ -379,7 +364,7 @@ class AsyncOpenAIInstructor(Instructor):
                 ]
                 try:
                     second = await self._call(
-                        client, limiter, semaphore, request, follow_up, summary, "corrective"
+                        client, limiter, semaphore, request, follow_up, "corrective"
                     )
                 except (_Retryable, openai.APIStatusError) as error:
                     # The first reply stands; the parse stage drops it with its reason.
@@ -453,7 +438,7 @@ class AsyncOpenAIInstructor(Instructor):
         on_record: Callable[[InstructRecord], None],
         *,
         max_cost: float | None = None,
-    ) -> RunSummary:
+    ) -> None:
         """Process all requests concurrently; ``on_record`` gets each record as it finishes.
 
         ``requests`` is consumed lazily: at most a few times ``concurrency`` requests are
@@ -465,7 +450,7 @@ class AsyncOpenAIInstructor(Instructor):
         :class:`BudgetExceeded` is raised (a rerun with a larger budget resumes, and the
         cache makes it free to repeat what was done).
         """
-        summary = RunSummary()
+        skipped_for_budget = 0  # requests never started: the BudgetExceeded message says how many
         limiter = RateLimiter(self.rpm, self.tpm, burst_s=self.burst_s)
         semaphore = asyncio.Semaphore(self.concurrency)
         # A bounded number of requests is in progress (on the wire or backing off), so the
@@ -477,12 +462,10 @@ class AsyncOpenAIInstructor(Instructor):
         self._refile()
 
         async def one(request: InstructRequest) -> None:
-            nonlocal reserved, budget_hit
+            nonlocal reserved, budget_hit, skipped_for_budget
             try:
                 cached = self._cached(request)
                 if cached is not None:
-                    summary.cache_hits += 1
-                    summary.ok += cached.status == "ok"
                     on_record(cached)
                     return
                 upper = self._upper_cost(request)
@@ -490,17 +473,14 @@ class AsyncOpenAIInstructor(Instructor):
                     max_cost is not None and self.ledger.cost() + reserved + upper > max_cost
                 ):
                     budget_hit = True
-                    summary.skipped_for_budget += 1
+                    skipped_for_budget += 1
                     return
                 reserved += upper
                 try:
-                    record = await self._complete(client, limiter, semaphore, request, summary)
+                    record = await self._complete(client, limiter, semaphore, request)
                 finally:
                     reserved -= upper
-                if record.status == "ok":
-                    summary.ok += 1
-                else:
-                    summary.failed += 1
+                if record.status != "ok":
                     log.warning("request %s failed: %s", request.id, record.error)
                 on_record(record)
             finally:
@@ -511,7 +491,7 @@ class AsyncOpenAIInstructor(Instructor):
             async with asyncio.TaskGroup() as group:
                 for request in requests:
                     if budget_hit:  # count what is left, start nothing
-                        summary.skipped_for_budget += 1
+                        skipped_for_budget += 1
                         continue
                     await slots.acquire()
                     group.create_task(one(request))
@@ -524,10 +504,9 @@ class AsyncOpenAIInstructor(Instructor):
         if budget_hit:
             raise BudgetExceeded(
                 f"max_cost {max_cost} reached (spent {self.ledger.cost():.4f}); "
-                f"{summary.skipped_for_budget} requests not sent",
+                f"{skipped_for_budget} requests not sent",
                 hint="records written so far are kept; rerun with a higher --max-cost to resume",
             )
-        return summary
 
     def run_all(
         self,
@@ -535,9 +514,9 @@ class AsyncOpenAIInstructor(Instructor):
         on_record: Callable[[InstructRecord], None],
         *,
         max_cost: float | None = None,
-    ) -> RunSummary:
+    ) -> None:
         """Synchronous wrapper around :meth:`run` (must not be called inside an event loop)."""
-        return asyncio.run(self.run(requests, on_record, max_cost=max_cost))
+        asyncio.run(self.run(requests, on_record, max_cost=max_cost))
 
     def complete(self, request: InstructRequest) -> InstructRecord:
         """One request, synchronously (the :class:`Instructor` protocol).

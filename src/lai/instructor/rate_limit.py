@@ -113,12 +113,3 @@ class RateLimiter:
             return
         self._refill()
         self._tokens.level = min(self._tokens.capacity, self._tokens.level + estimated - actual)
-
-    @property
-    def levels(self) -> tuple[float | None, float | None]:
-        """(requests, tokens) available now; for tests and debugging."""
-        self._refill()
-        return (
-            self._requests.level if self._requests else None,
-            self._tokens.level if self._tokens else None,
-        )

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from lai.errors import ModelError
+from lai.errors import ConfigError, ModelError
 from lai.models.base import Prompt, Target
 from lai.models.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
@@ -117,6 +117,12 @@ class HFTarget(Target):
         share_context: bool = True,
         **settings: Any,
     ) -> None:
+        # target.options arrive here as keywords: a misspelt one must not vanish silently.
+        if settings:
+            raise ConfigError(
+                f"target.options: the hf backend has no setting {', '.join(sorted(settings))}",
+                hint="known: threads, prefix_cache, continuous, max_batch_tokens, share_context",
+            )
         import torch
 
         super().__init__(model)

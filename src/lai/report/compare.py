@@ -56,7 +56,6 @@ class RunRow:
     iterations: int  # iterations (k >= 1) evaluated
     planned: int | None  # config.iterations
     trained_on: int  # sum of train.done "examples" over iterations
-    evaluated_iteration: int | None
     scores: dict[str, BenchmarkScore] = field(default_factory=dict)
     fix_iteration: int | None = None
     targeted: FixGroup | None = None
@@ -122,7 +121,6 @@ def summarize_run(run_dir: Path) -> RunRow:
         iterations=sum(1 for k in evaluated if k > 0),
         planned=config.get("iterations"),
         trained_on=sum(int((s.get("train") or {}).get("examples", 0)) for s in summaries.values()),
-        evaluated_iteration=last,
         scores=scores,
         fix_iteration=fix_iteration,
         targeted=_group(retest, "targeted"),

@@ -40,8 +40,6 @@ from lai.store import (
     saved_config,
 )
 
-STAGES = ("select", "collect", "instruct", "parse", "verify", "train", "evaluate", "retest")
-
 INTRO = """\
 This run applies **LLMs-as-Instructors** (Ying et al., EMNLP 2024 Findings). Each
 iteration the *target* model answers training questions; an *instructor* model reads the
@@ -70,6 +68,12 @@ STRATEGY_WORDS = {
 }
 #: Strategies that train on real pool rows and never ask the instructor for samples.
 DIRECT_STRATEGIES = frozenset({"original", "nearest"})
+
+def local_server_name(local: dict[str, Any]) -> str:
+    """What serves a local instructor (instructor.local.server; runs saved before it existed
+    used llama.cpp): the report and the dataset card say the same."""
+    return "vLLM" if local.get("server") == "vllm" else "llama.cpp"
+
 
 # One line: report.html keeps the line breaks of quotes (model output), so no hard wraps here.
 WEAK_INSTRUCTOR = (
@@ -585,7 +589,7 @@ def build_report(run_dir: Path) -> Report:
     if direct:
         instructor_name = f"not used (strategy `{strategy}` trains on real rows)"
     elif local.get("enabled"):
-        instructor_name = f"local llama.cpp server with {local.get('model')}"
+        instructor_name = f"local {local_server_name(local)} server with {local.get('model')}"
     else:
         where = f" at {instructor['base_url']}" if instructor.get("base_url") else ""
         instructor_name = f"`{instructor.get('model')}`{where} (backend {instructor.get('backend', '?')})"

@@ -88,14 +88,6 @@ class MixedLearning(Strategy):
         """The paper's schedule: LE in odd iterations, LEC in even ones."""
         return LearningFromErrors if self.iteration % 2 == 1 else LearningFromContrast
 
-    def template_for(self, task: Task) -> str:
-        # Requests carry their own template (each arm's, or LE's where LEC falls back); this
-        # names the main one for callers asking per task: the arm with the larger share.
-        if self.mix.schedule == "alternate":
-            return self.alternate_arm().templates[task.template_family]
-        main = LearningFromContrast if self.mix.lec_fraction >= 0.5 else LearningFromErrors
-        return main.templates[task.template_family]
-
     def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
         if self.mix.schedule == "alternate":
             return self.arm(self.alternate_arm(), self.budget).plan(attempts, tasks)

@@ -126,8 +126,6 @@ class MultipleChoiceTask(Task):
     """Shared by MMLU and ARC; subclasses set pools and lm-eval's exact context."""
 
     template_family = "choice"
-    #: lm-eval's metric_list for the task (``acc_norm`` via :func:`lm_eval_acc_norm`).
-    lm_eval_metrics: ClassVar[tuple[str, ...]] = ("acc",)
     sample_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -368,7 +366,6 @@ class ARCChallenge(MultipleChoiceTask):
     """ARC-Challenge (Clark et al., 2018): grade-school science, 3-5 options."""
 
     name = "arc_challenge"
-    lm_eval_metrics = ("acc", "acc_norm")
     _types: ClassVar[dict[str, tuple[type, ...]]] = {
         "id": (str, int), "question": (str, dict), "answer": (str, int), "answerKey": (str, int),
     }
