@@ -135,9 +135,10 @@ def run(
             f"at most ${bill['cost']:.4f} (prices from instructor.prices). Nothing was sent."
         )
         return
-    console.print(f"[bold]lai run[/] {cfg.name}: {cfg.iterations} iteration(s) -> {run_dir}")
     with Progress(*_columns(), console=console) as progress:
-        report = Pipeline(cfg, run_dir, RichProgress(progress)).run()
+        pipeline = Pipeline(cfg, run_dir, RichProgress(progress))  # takes the run dir's lock: a second run stops here
+        console.print(f"[bold]lai run[/] {cfg.name}: {cfg.iterations} iteration(s) -> {run_dir}")
+        report = pipeline.run()
     _print_summary(run_dir)
     console.print(f"[green]done.[/] report: {report}")
 
@@ -375,7 +376,6 @@ def serve_instructor(
 
     Flags after -- go to the server as they are: lai serve-instructor MODEL --server vllm -- --tensor-parallel-size 2
     """
-    import shlex
     import time
 
     from pydantic import ValidationError
@@ -387,7 +387,7 @@ def serve_instructor(
     try:
         cfg = LocalInstructorConfig(
             enabled=True, server=server, model=model, port=port, n_ctx=n_ctx, n_threads=n_threads,  # type: ignore[arg-type]
-            startup_timeout_s=startup_timeout, extra_args=list(ctx.args), launcher=shlex.split(launcher or ""),
+            startup_timeout_s=startup_timeout, extra_args=list(ctx.args), launcher=_split_launcher(launcher),
         )  # fmt: skip
     except ValidationError as error:
         raise ConfigError(f"invalid serve-instructor options: {format_validation_error(error)}") from None
@@ -408,6 +408,17 @@ def serve_instructor(
         console.print("stopping the instructor server")
     finally:
         instance.stop()
+
+
+def _split_launcher(launcher: str | None) -> list[str]:
+    import shlex
+
+    from lai.errors import ConfigError
+
+    try:
+        return shlex.split(launcher or "")
+    except ValueError as error:  # an unbalanced quote
+        raise ConfigError(f"--launcher {launcher!r}: {error}", hint="quote the command as a shell would") from None
 
 
 def main() -> None:

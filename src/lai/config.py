@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lai.errors import ConfigError, read_text
+from lai.errors import ConfigError, read_text, too_big
 from lai.instructor import INSTRUCTORS
 from lai.models import TARGETS
 from lai.strategies import STRATEGIES
@@ -168,6 +168,12 @@ class InstructorConfig(Section):
             raise ValueError(
                 f"{value!r} is not an http(s) URL; write it like https://api.openai.com/v1 or http://127.0.0.1:8000/v1"
             )
+        try:
+            port = parsed.port  # urllib raises for a port outside 0-65535 or not a number
+        except ValueError:
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"{value!r} has no valid port (1-65535)")
         return value.strip()
 
     @field_validator("api_key_env")
@@ -470,7 +476,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"bad --set {item!r}", hint="write --set key.path=value")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):  # then the value's type check names it
             value = raw
         cursor = nested
         parts = key.strip().split(".")
@@ -533,6 +539,8 @@ def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    except (ValueError, RecursionError) as error:  # a number over 4,300 digits, nesting thousands deep
+        raise ConfigError(f"{path} holds a value lai cannot read: {too_big(error)}", hint="check that setting") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of settings, not a {type(raw).__name__}")
     parent = raw.pop("extends", None)

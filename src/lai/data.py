@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lai.errors import DataError, decode_error, os_error
+from lai.errors import DataError, decode_error, os_error, too_big
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,13 @@ def read_jsonl_rows(
             if number == 1 and text.lstrip().startswith("["):
                 hint = "this looks like one JSON array; write one object per line (JSONL)"
             raise DataError(f"{path}:{number} is not valid JSON ({error.msg})", hint=hint) from None
+        except (ValueError, RecursionError) as error:  # Python's int-digits and nesting limits
+            raise DataError(f"{path}:{number} holds {too_big(error)}", hint="fix or remove that row") from None
+        if "\\ud" in line.lower() and _lone_surrogate(row):
+            raise DataError(
+                f"{path}:{number} holds a lone UTF-16 surrogate escape (e.g. \\ud800), which is not text",
+                hint="fix or remove that row",
+            )
         problem = check_row(row, required, types or {})
         if problem:
             raise DataError(f"{path}:{number} {problem}", hint="fix or remove that row")
@@ -114,6 +121,15 @@ def read_jsonl_rows(
     if not rows:
         raise DataError(f"{path} holds no rows", hint="give a JSONL file with one JSON object per line")
     return rows
+
+
+def _lone_surrogate(value: object) -> bool:
+    """JSON may escape half a UTF-16 pair ("\\ud800"); Python reads it, but no file can hold it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _hub_allowed() -> bool:

@@ -130,7 +130,19 @@ def user_error(error: BaseException) -> LaiError | None:
             f"a JSON file is damaged (line {error.lineno}: {error.msg})",
             hint="rerun with --debug to see which file; lai validate names it",
         )
+    if isinstance(error, RecursionError) or (isinstance(error, ValueError) and "digits" in str(error)):
+        return DataError(f"a file holds {too_big(error)}", hint="rerun with --debug to see which file; lai validate names it")
     return None
+
+
+def too_big(error: BaseException) -> str:
+    """A decoder's ValueError or RecursionError in plain words (Python's int and nesting limits)."""
+    if isinstance(error, RecursionError):
+        return "values nested too deep"
+    text = str(error)
+    if "digits" in text:
+        return "a number with more than 4,300 digits"
+    return one_line(text)[:200]
 
 
 def one_line(text: str) -> str:

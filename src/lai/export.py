@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from lai import __version__
+from lai import __version__, runlock
 from lai.config import EMBEDDED_MODEL
 from lai.errors import LaiError
 from lai.manifest import now
@@ -545,6 +545,9 @@ def export_dataset(
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     manifest, config = _read_run(run_dir)
+    # A run that a lai process is writing has samples not yet verified: refuse, naming it.
+    key = runlock.acquire(run_dir)
+    runlock.release(key)
     token = _hub_token(push_to_hub) if push_to_hub else None
     identity = run_identity(run_dir, manifest, config)
     dest = out_dir.resolve()  # "." or "x/.." have no name to put a temporary folder beside

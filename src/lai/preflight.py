@@ -39,6 +39,7 @@ from lai.errors import (
     RunDirError,
     decode_error,
     os_error,
+    too_big,
 )
 from lai.models.resolve import check_local_model
 
@@ -111,7 +112,8 @@ def check_run_dir(run_dir: Path, *, what: str = "run directory") -> list[str]:
     or an earlier run whose files are all readable. Returns a note with the free space."""
     run_dir = Path(run_dir)
     free = check_writable(run_dir, what)
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not _is_run(run_dir):
+    # The lock file alone is a run being started by another lai: its lock says who.
+    if run_dir.is_dir() and any(p.name != ".lock" for p in run_dir.iterdir()) and not _is_run(run_dir):
         raise RunDirError(
             f"{what} {run_dir} already holds other files and no lai run (no manifest.json or config.yaml)",
             hint="give a new or empty folder, or the folder of an earlier run to resume it",
@@ -199,6 +201,8 @@ def _check_jsonl(path: Path) -> None:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise _damaged(path, number, f"not valid JSON: {error.msg}", "delete that line and rerun: its record is redone") from None
+        except (ValueError, RecursionError) as error:
+            raise _damaged(path, number, f"it holds {too_big(error)}", "delete that line and rerun: its record is redone") from None
         if not isinstance(record, dict):
             raise _damaged(path, number, "not a JSON object", "delete that line and rerun: its record is redone")
 
@@ -229,6 +233,14 @@ def check_local_instructor(local: LocalInstructorConfig, key: str = "instructor.
             f"{key} {local.model}: vllm serves an HF folder or hub id, not a .gguf file",
             hint="use the llama_cpp server for a .gguf file",
         )
+    if local.launcher:
+        program = local.launcher[0]
+        found = shutil.which(program) if os.sep not in program else program
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            raise ConfigError(
+                f"instructor.local.launcher: {program} is not an executable program",
+                hint="give the full path of the program that starts the server, e.g. /opt/vllm/bin/python",
+            )
 
 
 def _hub_offline() -> bool:
@@ -353,6 +365,10 @@ def check_data(config: RunConfig) -> list[str]:
 
     notes: list[str] = []
     loaded: dict[tuple[str, str, Path | None], list[str]] = {}
+    if config.data_dir is not None and not Path(config.data_dir).is_dir():
+        # Checked first: a data_dir that is not there would send every task to the hub.
+        what = "is a file, not a folder" if Path(config.data_dir).exists() else "does not exist"
+        raise DataError(f"data_dir {config.data_dir} {what}", hint="give the folder that holds the benchmark data (see data_dir in the README)")
 
     def ids(task_name: str, pool: str, path: Path | None) -> list[str]:
         key = (task_name, pool, path)

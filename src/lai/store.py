@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lai.errors import RunDirError
+from lai.errors import RunDirError, too_big
 from lai.records import from_dict, to_dict
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 except json.JSONDecodeError as error:
                     raise RunDirError(
                         f"{path}:{number} is damaged (not valid JSON: {error.msg})",
+                        hint="delete that line and rerun: its record is redone",
+                    ) from None
+                except (ValueError, RecursionError) as error:  # int-digits and nesting limits
+                    raise RunDirError(
+                        f"{path}:{number} is damaged (it holds {too_big(error)})",
                         hint="delete that line and rerun: its record is redone",
                     ) from None
     return rows

@@ -196,6 +196,23 @@ def test_iterations_without_verified_jsonl_fall_back_to_generated(fake_run: tupl
 # ---- the output folder ----------------------------------------------------------------------
 
 
+def test_a_run_that_a_lai_process_is_writing_is_not_exported(fake_run: tuple[Path, Any], tmp_path: Path) -> None:
+    """Its samples may not be verified yet: refused in one line naming the holder."""
+    run_dir = copy_run(fake_run[0], tmp_path)
+    code = "import sys, time; from lai import runlock; runlock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LaiError) as error:
+            export_dataset(run_dir, tmp_path / "out")
+        assert_one_line(error, str(run_dir), "in use by another lai process", f"pid {holder.pid}")
+        assert not (tmp_path / "out").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert export_dataset(run_dir, tmp_path / "out").rows > 0  # free again
+
+
 def test_reexport_of_the_same_run_replaces_the_folder(fake_run: tuple[Path, Any], tmp_path: Path) -> None:
     out = tmp_path / "out"
     export_dataset(fake_run[0], out)
