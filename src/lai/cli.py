@@ -435,7 +435,11 @@ def main() -> None:
         raise
     except Exception as error:  # noqa: BLE001 - the last line of defence for users
         if isinstance(error, _click_exceptions()):
-            error.show()
+            # A usage error is one line too: click's own shows usage, a hint and the error.
+            context = getattr(error, "ctx", None)
+            command = context.command_path if context is not None else "lai"
+            message = one_line(error.format_message()) if hasattr(error, "format_message") else one_line(str(error))
+            console.print(f"[red]error:[/] {escape(message)} (see {command} --help)", highlight=False, soft_wrap=True)
             sys.exit(error.exit_code)
         user = user_error(error)  # a full disk, a folder where a file goes, ...: fixable
         if user is not None:

@@ -582,9 +582,13 @@ def export_dataset(
     )
     text = card_text(metadata, body)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as error:
+        error.filename = str(dest)  # the folder the user named, not lai's temporary one
+        raise
     try:
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()

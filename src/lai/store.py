@@ -46,8 +46,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     The file gets the mode a plain ``open(path, "w")`` would give (0666 less the umask),
     not mkstemp's 0600: people sharing a run folder must be able to read its report.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        error.filename = str(path)  # not the temporary name the user never chose
+        raise
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -57,14 +61,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        _name(error, path)
+        _name(error, path, tmp)
         raise
 
 
-def _name(error: BaseException, path: Path) -> None:
+def _name(error: BaseException, path: Path, tmp: str | None = None) -> None:
     """Attach the path to an OS error that lacks one (a full disk says ENOSPC, not where),
-    so the CLI's one-line message can name it."""
-    if isinstance(error, OSError) and error.filename is None:
+    or that names lai's temporary file instead, so the CLI's one line names the user's path."""
+    if isinstance(error, OSError) and (error.filename is None or (tmp is not None and str(error.filename) == tmp)):
         error.filename = str(path)
 
 
