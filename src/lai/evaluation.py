@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lai.errors import ConfigError
+from lai.errors import ConfigError, LaiError
 from lai.models import TARGETS
 from lai.models.resolve import check_local_model
 from lai.preflight import check_writable
@@ -35,6 +35,11 @@ def pick_pool(task: Task, pool: str | None) -> str:
 
 
 def _guard_output(out: Path, settings: dict[str, Any]) -> None:
+    if (out / "manifest.json").is_file() or (out / "config.yaml").is_file():
+        raise LaiError(
+            f"{out} is the folder of a lai run; lai eval would write its files among the run's",
+            hint="give lai eval an --out folder of its own",
+        )
     saved = read_json(out / "eval_config.json")
     if saved is not None and saved != settings:
         changed = sorted(k for k in settings if saved.get(k) != settings[k])

@@ -339,6 +339,7 @@ CASES: list[Case] = [
     # -- lai eval and serve-instructor ---------------------------------------------------------
     Case("eval --tasks ''", lambda f: ["eval", "--model", "m", "--backend", "scripted", "--tasks", "", "--out", str(f / "e")], ("--tasks", "no task")),
     Case("eval --tasks ' , '", lambda f: ["eval", "--model", "m", "--backend", "scripted", "--tasks", " , ", "--out", str(f / "e")], ("--tasks", "no task")),
+    Case("eval --out into a run", lambda f: ["eval", "--model", "m", "--backend", "scripted", "--tasks", "gsm8k", "--limit", "1", "--out", str(finished_run(f))], ("{dir}/run", "folder of a lai run")),
     Case("eval unknown task", lambda f: ["eval", "--model", "m", "--backend", "scripted", "--tasks", "gsm9k", "--out", str(f / "e")], ("gsm9k",)),
     Case("eval --model text file", with_files(files(**{"notes.txt": "x"}), lambda f: ["eval", "--model", str(f / "notes.txt"), "--tasks", "gsm8k", "--out", str(f / "e")]), ("--model", "{dir}/notes.txt")),
     Case("eval --out under a file", with_files(files(**{"afile": "x"}), lambda f: ["eval", "--model", "m", "--backend", "scripted", "--tasks", "gsm8k", "--out", str(f / "afile" / "e")]), ("{dir}/afile", "is a file")),
