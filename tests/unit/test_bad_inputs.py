@@ -284,6 +284,7 @@ CASES: list[Case] = [
     Case("number over 4,300 digits in data", data_case(jsonl(TRAIN[:1]) + '{"question": "q", "answer": "#### 1", "x": ' + "9" * 5000 + "}\n"), ("{dir}/data/train.jsonl:2", "4,300 digits")),
     Case("data row nested 100,000 deep", data_case(jsonl(TRAIN[:1]) + "[" * 100000 + "\n"), ("{dir}/data/train.jsonl:2", "nested too deep")),
     Case("lone surrogate in data", data_case(jsonl(TRAIN[:2]) + '{"question": "\\ud800 apples", "answer": "#### 1"}\n'), ("{dir}/data/train.jsonl:3", "surrogate")),
+    Case("GSM8K row without '#### N', strict", with_files(files(**{"data__nohash.jsonl": jsonl([*TRAIN, {"question": "q", "answer": "He eats 32."}])}), validate({"strict_loading": True, "select": {"pools": [{"task": "gsm8k", "n": 2, "path": "data/nohash.jsonl"}]}})), ("{dir}/data/nohash.jsonl", "row 12", "#### N")),
     Case("row with a list as answer", data_case(jsonl([*TRAIN, {"question": "q", "answer": [1]}])), ("{dir}/data/train.jsonl:13", "'answer'")),
     Case("bad benchmark row", data_case(jsonl([*TEST, {"question": "q"}]), "test"), ("{dir}/data/test.jsonl:4", "'answer'")),
     Case("pool smaller than n", validate({"select": {"pools": [{"task": "gsm8k", "n": 50, "path": "data/train.jsonl"}]}}), ("select.pools[0].n", "12")),

@@ -70,6 +70,18 @@ def test_wrong_format_names_field_and_line(tmp_path: Path) -> None:
         TASK.load("train", path=path)
 
 
+def test_a_row_without_a_final_answer_is_skipped_and_counted(tmp_path: Path) -> None:
+    """Before, its whole solution became the reference and every answer to it was wrong."""
+    path = tmp_path / "rows.jsonl"
+    rows = [{"question": "q1", "answer": "1 + 1 = 2\n#### 2"}, {"question": "q2", "answer": "He eats 32 from the box."}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = get_task("gsm8k")
+    samples = task.load("train", path=path)
+    assert [s.reference for s in samples] == ["2"] and task.skipped("train") == ["1"]
+    with pytest.raises(DataError, match=r"row 1: its answer has no final '#### N' line"):
+        task.load("train", path=path, strict=True)
+
+
 def test_missing_data_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError) as error:

@@ -22,6 +22,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from lai.data import PoolSource
+from lai.errors import DataError
 from lai.records import Sample, Score
 from lai.tasks.base import GenerationSpec, Prompt, SampleRejected, Task
 
@@ -116,6 +117,9 @@ class GSM8K(Task):
     }
 
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:
+        if "####" not in str(row["answer"]):
+            # Without it the whole solution became the reference and every answer was wrong.
+            raise DataError(f"{self.name}/{pool} row {index}: its answer has no final '#### N' line")
         solution, _, final = str(row["answer"]).rpartition("####")
         reference = normalize_number(final) or final.strip()
         return Sample(
