@@ -20,15 +20,10 @@ import pytest
 
 from lai import sandbox
 from lai.sandbox import check_program, run_many, run_program
+from tests.helpers.sandbox import needs_isolation
 
 REPO = Path(__file__).resolve().parents[2]
 HUMANEVAL = REPO.parent / "shared" / "data" / "humaneval" / "test_sample.jsonl"
-needs_isolation = pytest.mark.skipif(
-    not sandbox.isolation_available(),
-    reason=f"isolated sandbox unavailable here: {sandbox.isolation_problem()}",
-)
-
-
 def sandbox_processes() -> list[tuple[int, str]]:
     """(pid, state) of every process, zombies included, running as a sandbox uid, not
     counting those that existed before the test (a zombie nobody reaps lives forever)."""

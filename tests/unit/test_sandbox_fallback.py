@@ -13,6 +13,7 @@ import pytest
 
 from lai import sandbox
 from lai.sandbox import run_many, run_program
+from tests.helpers.sandbox import stop_zygotes  # noqa: F401 - stop_zygotes is an autouse fixture
 
 
 @pytest.fixture(autouse=True)
@@ -21,12 +22,6 @@ def fallback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     before = set(Path("/tmp").glob("lai-sandbox-*"))
     yield
     assert set(Path("/tmp").glob("lai-sandbox-*")) <= before  # every run directory is gone
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _stop_zygotes() -> Iterator[None]:
-    yield
-    sandbox._Zygote.stop_all()
 
 
 def test_pass_needs_the_end_of_the_program() -> None:

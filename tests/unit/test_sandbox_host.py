@@ -22,17 +22,7 @@ import pytest
 from lai import sandbox
 from lai.sandbox import run_many, run_program
 from lai.sandbox.hostfs import remove_tree
-
-needs_isolation = pytest.mark.skipif(
-    not sandbox.isolation_available(),
-    reason=f"isolated sandbox unavailable here: {sandbox.isolation_problem()}",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _stop_zygotes() -> Iterator[None]:
-    yield
-    sandbox._Zygote.stop_all()
+from tests.helpers.sandbox import needs_isolation, stop_zygotes  # noqa: F401 - stop_zygotes is an autouse fixture
 
 
 def own_memory_cgroup() -> Path | None:

@@ -18,25 +18,10 @@ a constant of a code object the hook guards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from lai import sandbox
 from lai.sandbox import check_program, run_program
-
-needs_isolation = pytest.mark.skipif(
-    not sandbox.isolation_available(),
-    reason=f"isolated sandbox unavailable here: {sandbox.isolation_problem()}",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _stop_zygotes() -> Iterator[None]:
-    """The sandbox's server would exit after idling anyway; stop it now, not seconds later."""
-    yield
-    sandbox._Zygote.stop_all()
-
+from tests.helpers.sandbox import needs_isolation, stop_zygotes  # noqa: F401 - stop_zygotes is an autouse fixture
 
 FAILING_TESTS = "\n\ndef check(candidate):\n    assert candidate(1) == 2, 'the tests ran'\n"
 
