@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 from collections import Counter
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -20,24 +19,10 @@ from lai.config import build_config
 from lai.pipeline import Pipeline
 from lai.report.html import render_html
 from lai.report.markdown import render_report
+from tests.helpers.markdown import page_text
 from tests.pipeline.test_loop import fake_config
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-class _Text(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def page_text(html: str) -> str:
-    parser = _Text()
-    parser.feed(html)
-    return " ".join(" ".join(parser.parts).split())
 
 
 @pytest.fixture(scope="module")

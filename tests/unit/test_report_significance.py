@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from lai.report.markdown import render_report
 from lai.report.paired import change_tests
 from lai.report.stats import format_p, mcnemar_exact, paired_test
 from lai.report.summary import run_summary
+from tests.helpers.markdown import page_text
 from tests.pipeline.test_loop import fake_config
 
 NOISE = "not distinguishable from noise (p = 0.5)"
@@ -76,21 +76,6 @@ def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     for k, right in ((0, 0), (1, 2), (2, 8)):
         set_outcomes(run_dir, k, right)
     return run_dir
-
-
-class _Text(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-
-    def handle_data(self, data: str) -> None:
-        self.parts.append(data)
-
-
-def page_text(html: str) -> str:
-    parser = _Text()
-    parser.feed(html)
-    return " ".join(" ".join(parser.parts).split())
 
 
 def test_each_change_gets_its_verdict_from_the_per_item_records(run: Path) -> None:
