@@ -291,9 +291,8 @@ class Pipeline:
     def _prices(self) -> dict[str, dict[str, float]]:
         return {model: price.model_dump() for model, price in self.config.instructor.prices.items()}
 
-    def _instructor(
-        self, stack: ExitStack, k: int, stage: str = "instruct", server: LocalInstructorServer | None = None
-    ) -> Instructor:
+    def _instructor(self, stack: ExitStack, k: int, stage: str, server: LocalInstructorServer | None) -> Instructor:
+        """The instructor client for one stage; ``server`` is the local server when there is one."""
         cfg = self.config.instructor
         settings = cfg.model_dump(exclude={"backend", "local", "options", "prices", "max_cost", "max_failed_share", "cache_path"})
         # One request cache per run (or a shared one), one cost ledger per iteration.
@@ -303,9 +302,7 @@ class Pipeline:
             stage=stage,
             iteration=k,
         )
-        if cfg.local.enabled:
-            if server is None:
-                server = stack.enter_context(LocalInstructorServer(cfg.local, self.store.root / "logs" / "instructor_server.log"))
+        if server is not None:
             settings.update(base_url=server.base_url, model=server.model_alias, api_key_env=None)
         instructor = INSTRUCTORS.build(cfg.backend, **settings, **cfg.options)
         stack.callback(instructor.close)
