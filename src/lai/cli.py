@@ -400,10 +400,10 @@ def serve_instructor(
         instance.start()
         typer.echo(f"base_url: {instance.base_url}\nmodel: {instance.model_alias}\n\n{client_snippet(instance.base_url, server)}")
         console.print("[green]serving[/]; Ctrl-C (or SIGTERM) stops the server", highlight=False)
-        while (code := instance.exit_code()) is None and instance.process is not None:
+        while (notice := instance.death()) is None and instance.process is not None:
             time.sleep(0.5)
-        if instance.process is not None:
-            raise InstructorError(f"the instructor server stopped on its own (exit status {code})", hint=f"see {log_path}")
+        if notice is not None:  # how it died and its log's last line, as lai run says it
+            raise InstructorError(f"the instructor server stopped on its own: {notice}")
     except KeyboardInterrupt:
         console.print("stopping the instructor server")
     finally:
