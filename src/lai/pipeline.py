@@ -452,9 +452,9 @@ class Pipeline:
         if check.enabled:
             questions = {a.id: a.question for a in read_records(self.store.path(1, "collect.jsonl"), Attempt)}
             for request in requests:
-                family = self.task(request.task).template_family
-                if family in ("math", "choice"):
-                    content = render(f"resolve_{family}", question=questions.get(request.source_ids[0], ""))
+                rule = self.task(request.task).resolve_rule
+                if rule is not None:
+                    content = render(rule.template, question=questions.get(request.source_ids[0], ""))
                     verify_bill += estimate(
                         [[{"role": "user", "content": content}]], check.max_tokens, price,
                         corrective=corrective, repeat=request.n_requested * check.n,

@@ -301,7 +301,9 @@ def test_gsmplus_gold_is_written_like_extracted_numbers(gold: str, expected: str
 
 def test_gsmplus_is_evaluation_only() -> None:
     task = GSMPlus()
-    assert task.sample_schema == {} and task.template_family == ""
+    assert task.sample_schema == {} and task.instructor_templates == {} and task.resolve_rule is None
+    with pytest.raises(ConfigError, match="evaluation only"):
+        task.instructor_template("le")
     with pytest.raises(ConfigError, match="evaluation only"):
         task.check_generated({"question": "q", "solution": "s", "answer": 1})
     with pytest.raises(ConfigError, match="evaluation only"):

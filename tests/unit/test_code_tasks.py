@@ -52,7 +52,7 @@ def real_mbpp_test(shared_data_dir: Path) -> list[Sample]:
 
 def test_registry_names_the_classes() -> None:
     assert isinstance(get_task("mbpp"), MBPP) and isinstance(get_task("humaneval"), HumanEval)
-    assert get_task("mbpp").template_family == "code"
+    assert get_task("mbpp").instructor_template("le") == "le_code" and get_task("mbpp").resolve_rule is None
 
 
 def test_canonical_solutions_pass_under_both_protocols(humaneval_rows: list[Sample]) -> None:

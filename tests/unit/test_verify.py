@@ -540,7 +540,8 @@ RESOLVED = {
 def test_resolved_answer_reads_and_normalises(
     family: str, reply: str, expected: str | None
 ) -> None:
-    assert resolved_answer(reply, family) == expected
+    task = get_task({"math": "gsm8k", "choice": "mmlu"}[family])
+    assert resolved_answer(reply, task) == expected
 
 
 FAILED = object()  # a failed request in place of a reply

@@ -42,20 +42,6 @@ from lai.tasks.base import Task
 #: Strategies whose samples are real pool rows, not instructor-written.
 REAL_ROW_STRATEGIES = frozenset({"original", "nearest"})
 
-RESOLVE_SCHEMA = {
-    "math": {
-        "type": "object",
-        "properties": {"reasoning": {"type": "string"}, "answer": {"type": "number"}},
-        "required": ["reasoning", "answer"],
-    },
-    "choice": {
-        "type": "object",
-        "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string", "enum": list("ABCD")}},
-        "required": ["reasoning", "answer"],
-    },
-}
-
-
 def is_real_row(sample: GeneratedSample) -> bool:
     return sample.strategy in REAL_ROW_STRATEGIES
 
@@ -137,13 +123,16 @@ def check_execution(
     """
     out = list(samples)
     by_task: dict[str, list[int]] = {}
+    runs: dict[int, tuple[Sample, str]] = {}
     for i, s in enumerate(samples):
-        if s.kept and tasks[s.task].template_family == "code" and not is_real_row(s):
+        run = tasks[s.task].runnable_sample(s) if s.kept and not is_real_row(s) else None
+        if run is not None:
             by_task.setdefault(s.task, []).append(i)
+            runs[i] = run
     for task_name, indices in by_task.items():
         task = tasks[task_name]
-        runnable = [task.generated_sample(samples[i].question, samples[i].answer, samples[i].id) for i in indices]  # type: ignore[attr-defined]
-        responses = [task.training_target(samples[i].solution, samples[i].answer) for i in indices]
+        runnable = [runs[i][0] for i in indices]
+        responses = [runs[i][1] for i in indices]
         scores = score_many(task_name, runnable, responses) if score_many else task.score_many(runnable, responses)
         for i, score in zip(indices, scores, strict=True):
             if score.correct:
@@ -160,7 +149,7 @@ def check_execution(
 
 
 def needs_resolve(sample: GeneratedSample, tasks: dict[str, Task]) -> bool:
-    return sample.kept and not is_real_row(sample) and tasks[sample.task].template_family in RESOLVE_SCHEMA
+    return sample.kept and not is_real_row(sample) and tasks[sample.task].resolve_rule is not None
 
 
 def resolve_requests(
@@ -175,15 +164,16 @@ def resolve_requests(
     for sample in samples:
         if not needs_resolve(sample, tasks):
             continue
-        family = tasks[sample.task].template_family
-        template = f"resolve_{family}"
+        rule = tasks[sample.task].resolve_rule
+        assert rule is not None  # needs_resolve
+        template = rule.template
         content = render(template, question=sample.question)
         for j in range(n):
             requests.append(
                 InstructRequest(
                     id=f"resolve:{sample.id}:{j}", source_ids=[sample.id], task=sample.task,
                     strategy="resolve", n_requested=1, messages=[{"role": "user", "content": content}],
-                    schema=RESOLVE_SCHEMA[family],
+                    schema=rule.schema,
                     extra={"sample_index": j, "temperature": temperature, "max_tokens": max_tokens},
                     template=template, template_hash=template_hash(template),
                 )  # fmt: skip
@@ -191,23 +181,12 @@ def resolve_requests(
     return requests
 
 
-def normalized_answer(text: str, family: str) -> str | None:
-    """A number ("$1,000.00" -> "1000") or an option letter ("(b)" -> "B"); None if neither."""
-    from lai.tasks.gsm8k import extract_answer, normalize_number
-
-    text = text.strip()
-    if family == "math":
-        return normalize_number(text) or extract_answer(text)
-    letter = re.match(r"\(?([A-Da-d])\b", text)
-    return letter.group(1).upper() if letter else None
-
-
 #: "answer": "..." or "answer": 42 in a reply that is not valid JSON (cut off, chatter).
 #: A quoted value is read whole: "1,000" must not be cut at its comma.
 _ANSWER_FIELD = re.compile(r'"answer"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|([^\s",}][^,}\n]*))')
 
 
-def resolved_answer(reply: str, family: str) -> str | None:
+def resolved_answer(reply: str, task: Task) -> str | None:
     """The final answer of one solve reply, normalised like the stated answers are."""
     parsed = parse_reply(reply)
     raw = parsed.items[0].get("answer") if parsed.items else None
@@ -216,7 +195,7 @@ def resolved_answer(reply: str, family: str) -> str | None:
         raw = next((g for g in match.groups() if g is not None), None) if match else None
     if raw is None:
         return None
-    return normalized_answer(str(raw), family)
+    return task.normalize_answer(str(raw))
 
 
 def check_resolve(
@@ -230,15 +209,15 @@ def check_resolve(
     votes: dict[str, list[str | None]] = {}
     for record in records:
         sample_id = record.source_ids[0]
-        family = tasks[record.task].template_family
-        votes.setdefault(sample_id, []).append(resolved_answer(record.reply, family) if record.status == "ok" else None)
+        task = tasks[record.task]
+        votes.setdefault(sample_id, []).append(resolved_answer(record.reply, task) if record.status == "ok" else None)
     out = list(samples)
     for i, sample in enumerate(samples):
         if not needs_resolve(sample, tasks):
             continue
         answers = votes.get(sample.id, [])
         # Stated answers are normalised by the format check, unless it was switched off.
-        stated = normalized_answer(sample.answer, tasks[sample.task].template_family) or sample.answer
+        stated = tasks[sample.task].normalize_answer(sample.answer) or sample.answer
         agree = sum(a == stated for a in answers)
         tally = ", ".join(f"{a}x{c}" for a, c in Counter(a or "none" for a in answers).most_common())
         evidence = f"{agree}/{n} solutions give the stated {sample.answer} ({tally or 'no replies'})"

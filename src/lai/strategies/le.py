@@ -68,7 +68,7 @@ def error_request(
 
 class LearningFromErrors(Strategy):
     name = "le"
-    templates = {"math": "le_math", "code": "le_code", "choice": "le_choice"}
+    request_kind = "le"
 
     def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
         errors = [a for a in attempts if not a.correct]

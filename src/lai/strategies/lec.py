@@ -47,7 +47,7 @@ def render_neighbours(neighbours: list[Attempt]) -> str:
 
 class LearningFromContrast(UsesEmbedder, Strategy):
     name = "lec"
-    templates = {"math": "lec_math", "code": "lec_code", "choice": "lec_choice"}
+    request_kind = "lec"
 
     def __init__(
         self,
@@ -104,7 +104,7 @@ class LearningFromContrast(UsesEmbedder, Strategy):
             else:
                 # The target got nothing in this task right, so there is nothing to contrast
                 # with: fall back to LE's prompt for this error rather than drop it.
-                template = LearningFromErrors.templates[task.template_family]
+                template = task.instructor_template(LearningFromErrors.request_kind)
             sources = [attempt.id, *(a.id for a in examples)]
             requests.append(error_request(self.name, attempt, task, template, values, sources))
         return requests

@@ -29,7 +29,7 @@ def draw_attempts(attempts: list[Attempt], count: int, seed: int, iteration: int
 
 class RandomSamples(Strategy):
     name = "random"
-    templates = {"math": "random_math", "code": "random_code", "choice": "random_choice"}
+    request_kind = "random"
 
     def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
         errors = sum(1 for a in attempts if not a.correct)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from lai.data import PoolSource, load_pool_rows
 from lai.errors import ConfigError, DataError
-from lai.records import Sample, Score
+from lai.records import GeneratedSample, Sample, Score
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,16 @@ class GenerationSpec:
 
 
 @dataclass(frozen=True)
+class ResolveRule:
+    """How the verify stage re-solves a generated sample: the instructor answers its
+    question ``n`` more times with ``template`` (rendered with ``question``), replies
+    following ``schema``; each answer is read with :meth:`Task.normalize_answer`."""
+
+    template: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Choices:
     """A multiple-choice item scored by log-likelihood: context, options, the gold index."""
 
@@ -61,8 +71,12 @@ class Task(ABC):
     pools: ClassVar[dict[str, PoolSource]]
     #: JSON schema of one generated training sample (for structured instructor output).
     sample_schema: ClassVar[dict[str, Any]] = {}
-    #: Which instructor prompt templates fit this task ("math", "code", "choice").
-    template_family: ClassVar[str] = ""
+    #: The instructor prompt template (lai.instructor.prompts) for each kind of strategy
+    #: request: "le" (one error), "lec" (an error beside correct neighbours), "random" (a
+    #: row, right or wrong). Empty: evaluation only, the instructor writes nothing for it.
+    instructor_templates: ClassVar[dict[str, str]] = {}
+    #: How verify re-solves this task's generated samples; None: they are not re-solved.
+    resolve_rule: ClassVar[ResolveRule | None] = None
 
     def load(
         self,
@@ -166,6 +180,27 @@ class Task(ABC):
         Used by the baselines that train on real data (``original``, ``nearest``); None
         when the row has no reference solution to teach.
         """
+        return None
+
+    def instructor_template(self, kind: str) -> str:
+        """The prompt template for a strategy request of ``kind`` ("le", "lec", "random")."""
+        try:
+            return self.instructor_templates[kind]
+        except KeyError:
+            raise ConfigError(
+                f"task {self.name} has no instructor prompt for {kind!r} requests",
+                hint="it is for evaluation only; draw training pools from another task",
+            ) from None
+
+    def normalize_answer(self, text: str) -> str | None:
+        """An answer in the form this task compares answers in (re-solving votes with it);
+        None when ``text`` holds no answer."""
+        return text.strip() or None
+
+    def runnable_sample(self, sample: GeneratedSample) -> tuple[Sample, str] | None:
+        """Tasks verified by execution: the scoreable sample and the response whose
+        :meth:`score_many` verdict decides whether a generated sample's reference solution
+        passes its own tests. None (the default): not verified by execution."""
         return None
 
     def training_sample(self, question: str) -> Sample:

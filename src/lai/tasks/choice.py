@@ -31,7 +31,7 @@ from lai.data import PoolSource
 from lai.errors import ConfigError, DataError
 from lai.records import Sample, Score
 from lai.scoring import lm_eval_acc_norm  # noqa: F401 - part of this module's API
-from lai.tasks.base import Choices, GenerationSpec, Prompt, SampleRejected, Task
+from lai.tasks.base import Choices, GenerationSpec, Prompt, ResolveRule, SampleRejected, Task
 
 LETTERS = "ABCDEFGHIJ"  # the same letters as lai.scoring.LETTERS
 MMLU_DESCRIPTION = "The following are multiple choice questions (with answers) about {}.\n\n"
@@ -122,10 +122,19 @@ def extract_letter(response: str, options: Mapping[str, str]) -> str | None:
     return None
 
 
+#: A re-solve reply: its reasoning, then one option letter.
+RESOLVE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string"}, "answer": {"type": "string", "enum": list("ABCD")}},
+    "required": ["reasoning", "answer"],
+}
+
+
 class MultipleChoiceTask(Task):
     """Shared by MMLU and ARC; subclasses set pools and lm-eval's exact context."""
 
-    template_family = "choice"
+    instructor_templates: ClassVar[dict[str, str]] = {"le": "le_choice", "lec": "lec_choice", "random": "random_choice"}
+    resolve_rule: ClassVar[ResolveRule | None] = ResolveRule("resolve_choice", RESOLVE_SCHEMA)
     sample_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -287,6 +296,11 @@ class MultipleChoiceTask(Task):
     def training_target(self, solution: str, answer: str) -> str:
         body = solution.strip()
         return f"{body}\nThe answer is ({answer})." if body else f"The answer is ({answer})."
+
+    def normalize_answer(self, text: str) -> str | None:
+        """An option letter: "(b)" or "B." -> "B"."""
+        letter = re.match(r"\(?([A-Da-d])\b", text.strip())
+        return letter.group(1).upper() if letter else None
 
     def reference_sample(self, sample: Sample) -> tuple[str, str, str] | None:
         # The question already carries its lettered options; real rows have no explanation.

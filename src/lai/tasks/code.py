@@ -39,7 +39,7 @@ from lai import sandbox
 from lai.data import PoolSource
 from lai.errors import DataError
 from lai.models.prompting import cut_at_stop
-from lai.records import Sample, Score
+from lai.records import GeneratedSample, Sample, Score
 from lai.tasks.base import GenerationSpec, Prompt, SampleRejected, Task
 
 # lm-eval humaneval.yaml generation_kwargs (until, max_gen_toks).
@@ -160,7 +160,8 @@ def mbpp_fewshot() -> str:
 class CodeTask(Task):
     """The logic both benchmarks share; subclasses only name their pools."""
 
-    template_family = "code"
+    # Not re-solved: a generated sample's reference solution runs against its own tests.
+    instructor_templates: ClassVar[dict[str, str]] = {"le": "le_code", "lec": "lec_code", "random": "random_code"}
     sample_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
@@ -308,6 +309,9 @@ class CodeTask(Task):
         # teaches whole functions, so the prompt goes in front.
         solution = canonical if sample.meta.get("format") == "mbpp" else sample.question + canonical
         return sample.question, solution, str(sample.meta.get("test", sample.reference))
+
+    def runnable_sample(self, sample: GeneratedSample) -> tuple[Sample, str] | None:
+        return self.generated_sample(sample.question, sample.answer, sample.id), self.training_target(sample.solution, sample.answer)
 
     def generated_sample(self, question: str, tests: str, sample_id: str = "generated") -> Sample:
         """A scoreable sample for an instructor-written task, for running its tests."""

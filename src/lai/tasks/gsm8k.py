@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from lai.data import PoolSource
 from lai.errors import DataError
 from lai.records import Sample, Score
-from lai.tasks.base import GenerationSpec, Prompt, SampleRejected, Task
+from lai.tasks.base import GenerationSpec, Prompt, ResolveRule, SampleRejected, Task
 
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 _ANSWER_IS = re.compile(r"answer is[:\s]*\**\s*(-?\$?\d[\d,]*(?:\.\d+)?)", re.IGNORECASE)
@@ -94,9 +94,59 @@ def extract_answer(response: str) -> str | None:
 ROW_TYPES: dict[str, tuple[type, ...]] = {"question": (str,), "answer": (str,)}
 
 
-class GSM8K(Task):
+#: A re-solve reply: its reasoning, then the final number.
+RESOLVE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string"}, "answer": {"type": "number"}},
+    "required": ["reasoning", "answer"],
+}
+
+
+class GradeSchoolMath(Task):
+    """What GSM8K and GSM-Plus share: the prompt, the stop strings and the answer
+    extraction per protocol. The instructor side is GSM8K's alone."""
+
+    def prompt(self, sample: Sample, protocol: str = "paper") -> Prompt:
+        self.check_protocol(protocol)
+        if protocol == "lm-eval":
+            return lm_eval_fewshot() + f"Q: {sample.question}\nA:"
+        return [{"role": "user", "content": PROMPT.format(question=sample.question)}]
+
+    def generation(self, protocol: str = "paper") -> GenerationSpec:
+        return GenerationSpec(stop=LM_EVAL_STOP) if protocol == "lm-eval" else GenerationSpec()
+
+    def score(self, sample: Sample, response: str, protocol: str = "paper") -> Score:
+        if protocol == "lm-eval":
+            return self._score_lm_eval(sample, response)
+        extracted = extract_answer(response)
+        if extracted is None:
+            return Score(False, None, "no number found in the response")
+        if extracted == sample.reference:
+            return Score(True, extracted, f"final answer {extracted} matches")
+        return Score(False, extracted, f"final answer {extracted}, expected {sample.reference}")
+
+    def _score_lm_eval(self, sample: Sample, response: str) -> Score:
+        gold = lm_eval_normalize(sample.meta.get("raw_answer", sample.reference).split("####")[-1].strip())
+        strict = lm_eval_filter(LM_EVAL_STRICT, response, 0)
+        flexible = lm_eval_filter(LM_EVAL_FLEXIBLE, response, -1)
+        verdicts = {
+            "strict-match": lm_eval_normalize(strict) == gold,
+            "flexible-extract": lm_eval_normalize(flexible) == gold,
+        }
+        correct = verdicts["strict-match"]
+        reason = f"strict-match {strict!r} vs {gold!r}: {'right' if correct else 'wrong'}"
+        return Score(correct, strict, reason, metrics=verdicts)
+
+    def normalize_answer(self, text: str) -> str | None:
+        """A number: "$1,000.00" -> "1000"; the last number of a sentence."""
+        text = text.strip()
+        return normalize_number(text) or extract_answer(text)
+
+
+class GSM8K(GradeSchoolMath):
     name = "gsm8k"
-    template_family = "math"
+    instructor_templates: ClassVar[dict[str, str]] = {"le": "le_math", "lec": "lec_math", "random": "random_math"}
+    resolve_rule: ClassVar[ResolveRule | None] = ResolveRule("resolve_math", RESOLVE_SCHEMA)
     pools: ClassVar[dict[str, PoolSource]] = {
         "train": PoolSource(
             ("gsm8k/train.jsonl",), ("question", "answer"), ("openai/gsm8k", "main", "train"), ROW_TYPES
@@ -129,37 +179,6 @@ class GSM8K(Task):
             reference=reference,
             meta={"solution": solution.strip(), "raw_answer": str(row["answer"])},
         )
-
-    def prompt(self, sample: Sample, protocol: str = "paper") -> Prompt:
-        self.check_protocol(protocol)
-        if protocol == "lm-eval":
-            return lm_eval_fewshot() + f"Q: {sample.question}\nA:"
-        return [{"role": "user", "content": PROMPT.format(question=sample.question)}]
-
-    def generation(self, protocol: str = "paper") -> GenerationSpec:
-        return GenerationSpec(stop=LM_EVAL_STOP) if protocol == "lm-eval" else GenerationSpec()
-
-    def score(self, sample: Sample, response: str, protocol: str = "paper") -> Score:
-        if protocol == "lm-eval":
-            return self._score_lm_eval(sample, response)
-        extracted = extract_answer(response)
-        if extracted is None:
-            return Score(False, None, "no number found in the response")
-        if extracted == sample.reference:
-            return Score(True, extracted, f"final answer {extracted} matches")
-        return Score(False, extracted, f"final answer {extracted}, expected {sample.reference}")
-
-    def _score_lm_eval(self, sample: Sample, response: str) -> Score:
-        gold = lm_eval_normalize(sample.meta.get("raw_answer", sample.reference).split("####")[-1].strip())
-        strict = lm_eval_filter(LM_EVAL_STRICT, response, 0)
-        flexible = lm_eval_filter(LM_EVAL_FLEXIBLE, response, -1)
-        verdicts = {
-            "strict-match": lm_eval_normalize(strict) == gold,
-            "flexible-extract": lm_eval_normalize(flexible) == gold,
-        }
-        correct = verdicts["strict-match"]
-        reason = f"strict-match {strict!r} vs {gold!r}: {'right' if correct else 'wrong'}"
-        return Score(correct, strict, reason, metrics=verdicts)
 
     def check_generated(self, item: dict[str, Any]) -> tuple[str, str, str]:
         question = str(item.get("question") or "").strip()

@@ -31,8 +31,7 @@ from typing import Any, ClassVar
 
 from lai.data import PoolSource
 from lai.records import Sample, Score
-from lai.tasks.base import Task
-from lai.tasks.gsm8k import GSM8K, extract_answer, normalize_number
+from lai.tasks.gsm8k import GradeSchoolMath, extract_answer, normalize_number
 
 #: The gold answer of questions that cannot be answered (GSM-Plus writes "None").
 NO_ANSWER = "None"
@@ -66,7 +65,7 @@ def gold_number(gold: str) -> str:
     return (normalize_number(found.group()) if found else None) or gold
 
 
-class GSMPlus(GSM8K):
+class GSMPlus(GradeSchoolMath):
     name = "gsm8k_plus"
     pools: ClassVar[dict[str, PoolSource]] = {
         # lm-eval gsm_plus: dataset_path qintongli/GSM-Plus, test_split test.
@@ -77,12 +76,6 @@ class GSMPlus(GSM8K):
             {"question": (str,), "answer": (str, int, float), "solution": (str,)},
         ),
     }
-    # Evaluation only: no instructor templates, no generated samples.
-    sample_schema: ClassVar[dict[str, Any]] = {}
-    template_family: ClassVar[str] = ""
-    check_generated = Task.check_generated
-    training_target = Task.training_target
-
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:
         if "solution" in row:  # hub layout
             solution, gold = str(row["solution"]), str(row["answer"])
