@@ -10,6 +10,8 @@ records already written.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,48 @@ class Instructor(ABC):
 
     @abstractmethod
     def complete(self, request: InstructRequest) -> InstructRecord: ...
+
+    def run_all(
+        self,
+        requests: Iterable[InstructRequest],
+        on_record: Callable[[InstructRecord], None],
+        *,
+        max_cost: float | None = None,
+    ) -> None:
+        """A whole stage: every request, ``on_record`` called with each record as it
+        arrives (the runner writes it at once). This default sends :meth:`complete` calls
+        from ``concurrency`` threads; a paid endpoint overrides it to pace, retry and keep
+        to ``max_cost`` across the stage (:mod:`lai.instructor.async_client`).
+
+        An :class:`~lai.errors.InstructorError` stops new requests; the replies already in
+        flight are still handed to ``on_record`` (they are paid for), then it is raised.
+        """
+        first_error: BaseException | None = None
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        pending = iter(requests)  # submitted a few at a time: memory does not grow with the stage
+        try:
+            futures: set[Future[InstructRecord]] = set()
+            while True:
+                while first_error is None and len(futures) < 2 * self.concurrency:
+                    request = next(pending, None)
+                    if request is None:
+                        break
+                    futures.add(pool.submit(self.complete, request))
+                if not futures:
+                    break
+                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    error = future.exception()
+                    if error is not None:
+                        first_error = first_error or error
+                        continue
+                    on_record(future.result())
+        finally:
+            # On Ctrl-C or SIGTERM too: queued requests are dropped, not run to the end
+            # (a `with` block would wait for every one of them); those in flight finish.
+            pool.shutdown(wait=True, cancel_futures=True)
+        if first_error is not None:
+            raise first_error
 
     def close(self) -> None:
         pass

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Iterable
 from pathlib import Path
 
 from lai.errors import InstructorError
@@ -70,45 +69,8 @@ def run_requests(
             writer.write([record])
             bar.advance(1)
 
-        run_all = getattr(instructor, "run_all", None)
-        if run_all is not None:  # an async client paces and retries the whole stage itself
-            run_all(requests, on_record, max_cost=max_cost)
-        else:
-            _run_in_threads(instructor, requests, on_record)
+        instructor.run_all(requests, on_record, max_cost=max_cost)
     bar.close()
-
-
-def _run_in_threads(
-    instructor: Instructor, requests: Iterable[InstructRequest], on_record: Callable[[InstructRecord], None]
-) -> None:
-    first_error: BaseException | None = None
-    pool = ThreadPoolExecutor(max_workers=instructor.concurrency)
-    pending = iter(requests)  # submitted a few at a time: memory does not grow with the stage
-    try:
-        futures = set()
-        while True:
-            while first_error is None and len(futures) < 2 * instructor.concurrency:
-                request = next(pending, None)
-                if request is None:
-                    break
-                futures.add(pool.submit(instructor.complete, request))
-            if not futures:
-                break
-            finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-            for future in finished:
-                error = future.exception()
-                if error is not None:
-                    # Stop sending new requests, but keep (and write) the replies already
-                    # in flight: they are paid for.
-                    first_error = first_error or error
-                    continue
-                on_record(future.result())
-    finally:
-        # On Ctrl-C or SIGTERM too: queued requests are dropped, not run to the end
-        # (a `with` block would wait for every one of them); those in flight finish.
-        pool.shutdown(wait=True, cancel_futures=True)
-    if first_error is not None:
-        raise first_error
 
 
 # ---- a stage that mostly failed ---------------------------------------------------------

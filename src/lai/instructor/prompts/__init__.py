@@ -14,7 +14,6 @@ from string import Template
 
 from lai.errors import ConfigError
 
-
 #: Templates that do not ship as files here: a task file carries its own (lai.tasks).
 _REGISTERED: dict[str, str] = {}
 
