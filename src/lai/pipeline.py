@@ -310,10 +310,9 @@ class Pipeline:
 
     def strategy(self, k: int) -> Strategy:
         cfg = self.config.strategy
-        return STRATEGIES.build(
-            cfg.name, cfg.budget, self.config.seed, iteration=k, k=cfg.k, embedder=cfg.embedder,
-            cache_dir=embedding_cache(), mix=cfg.mix,
-        )  # fmt: skip
+        cls = STRATEGIES.get(cfg.name)
+        options = {name: getattr(cfg, name) for name in cls.options}  # what the strategy declares it reads
+        return cls(cfg.budget, self.config.seed, iteration=k, cache_dir=embedding_cache(), **options)
 
     def control_ids(self, attempts: list[Attempt]) -> set[str]:
         """The errors held back from the strategy: the untargeted control of the fix rate.

@@ -37,13 +37,8 @@ from lai.instructor.prompts import render, template_hash
 from lai.quality.decontaminate import Contamination, ContaminationIndex, contamination_rates
 from lai.quality.dedup import find_duplicates, match_pool
 from lai.records import GeneratedSample, InstructRecord, Sample
+from lai.strategies import uses_instructor
 from lai.tasks.base import Task
-
-#: Strategies whose samples are real pool rows, not instructor-written.
-REAL_ROW_STRATEGIES = frozenset({"original", "nearest"})
-
-def is_real_row(sample: GeneratedSample) -> bool:
-    return sample.strategy in REAL_ROW_STRATEGIES
 
 
 def drop(sample: GeneratedSample, reason: str, check: str, evidence: str) -> GeneratedSample:
@@ -72,7 +67,7 @@ def check_duplicates(
             earlier, how = within[position]  # type: ignore[misc]
             other = samples[live[earlier]].id
             out[index] = drop(sample, f"duplicate: {how} copy of {other}", "dedup", f"{how} copy of {other}")
-        elif in_pool[position] is not None and not is_real_row(sample):
+        elif in_pool[position] is not None and uses_instructor(sample.strategy):
             row, how = in_pool[position]  # type: ignore[misc]
             out[index] = drop(sample, f"duplicate: {how} copy of training row {row}", "dedup", f"{how} copy of {row}")
         else:
@@ -125,7 +120,7 @@ def check_execution(
     by_task: dict[str, list[int]] = {}
     runs: dict[int, tuple[Sample, str]] = {}
     for i, s in enumerate(samples):
-        run = tasks[s.task].runnable_sample(s) if s.kept and not is_real_row(s) else None
+        run = tasks[s.task].runnable_sample(s) if s.kept and uses_instructor(s.strategy) else None
         if run is not None:
             by_task.setdefault(s.task, []).append(i)
             runs[i] = run
@@ -149,7 +144,7 @@ def check_execution(
 
 
 def needs_resolve(sample: GeneratedSample, tasks: dict[str, Task]) -> bool:
-    return sample.kept and not is_real_row(sample) and tasks[sample.task].resolve_rule is not None
+    return sample.kept and uses_instructor(sample.strategy) and tasks[sample.task].resolve_rule is not None
 
 
 def resolve_requests(
@@ -231,7 +226,7 @@ def check_resolve(
 # ---- the whole stage ----------------------------------------------------------------------
 
 
-def verify_samples(
+def local_checks(
     samples: list[GeneratedSample],
     tasks: dict[str, Task],
     config: VerifyConfig,
@@ -239,13 +234,14 @@ def verify_samples(
     pool: Callable[[], list[tuple[str, str]]],
     contamination: Callable[[], ContaminationIndex],
     embedder: Callable[[], object],
-    resolve: Callable[[list[InstructRequest]], list[InstructRecord]],
     score_many: ScoreMany | None = None,
 ) -> tuple[list[GeneratedSample], dict[str, object]]:
-    """Run the enabled checks; return every sample with its verdict and a summary.
+    """Run the enabled checks 1-3 (nothing paid); return every sample with its verdict and
+    a summary. Re-solving (4) is the verify stage's to send: :func:`resolve_requests`,
+    then :func:`check_resolve` on the replies.
 
-    The expensive collaborators come as callables so a disabled check never loads an
-    embedder, builds an index, or starts an instructor.
+    The expensive collaborators come as factories so a disabled check never loads an
+    embedder or builds an index.
     """
     summary: dict[str, object] = {"checks": []}
     checks: list[str] = summary["checks"]  # type: ignore[assignment]
@@ -263,13 +259,21 @@ def verify_samples(
     if config.execute:
         checks.append("execute")
         samples = check_execution(samples, tasks, score_many)
-    if config.resolve.enabled:
-        checks.append("resolve")
-        requests = resolve_requests(
-            samples, tasks, config.resolve.n, config.resolve.temperature, config.resolve.max_tokens
-        )
-        records = resolve(requests) if requests else []
-        samples = check_resolve(samples, tasks, records, config.resolve.n)
-        summary["resolve_requests"] = len(requests)
     return samples, summary
 
+
+def apply_resolve(
+    samples: list[GeneratedSample],
+    summary: dict[str, object],
+    tasks: dict[str, Task],
+    config: VerifyConfig,
+    requests: list[InstructRequest],
+    records: list[InstructRecord],
+) -> tuple[list[GeneratedSample], dict[str, object]]:
+    """Check 4 on the replies to :func:`resolve_requests` (the verify stage sends them);
+    the samples and summary of :func:`local_checks`, unchanged when re-solving is off."""
+    if not config.resolve.enabled:
+        return samples, summary
+    summary["checks"].append("resolve")  # type: ignore[attr-defined]
+    summary["resolve_requests"] = len(requests)
+    return check_resolve(samples, tasks, records, config.resolve.n), summary

@@ -61,12 +61,12 @@ class Strategy(ABC):
         ``settings`` is a run's ``strategy`` section as saved (a dict), so a report can
         label a run made by another lai version.
         """
-        return str(settings.get("name") or getattr(cls, "name", "?"))
+        return _name(cls, settings)
 
     @classmethod
     def describe(cls, settings: Mapping[str, Any]) -> str:
         """:attr:`description`, with the settings that change what it does."""
-        return cls.description or cls.label(settings)
+        return cls.description or _name(cls, settings)
 
     def template_for(self, task: Task) -> str:
         return task.instructor_template(self.request_kind)
@@ -87,3 +87,7 @@ class Strategy(ABC):
         benchmark evaluates on. Deterministic, like :meth:`plan`.
         """
         raise NotImplementedError(f"strategy {self.name!r} asks an instructor; use plan()")
+
+
+def _name(cls: type[Strategy], settings: Mapping[str, Any]) -> str:
+    return str(settings.get("name") or getattr(cls, "name", "?"))

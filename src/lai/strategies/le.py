@@ -68,6 +68,7 @@ def error_request(
 
 class LearningFromErrors(Strategy):
     name = "le"
+    description = "learning from errors, one request per wrong answer"
     request_kind = "le"
 
     def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:

@@ -21,6 +21,7 @@ Automating Model Improvement. Findings of EMNLP 2024.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,11 @@ def render_neighbours(neighbours: list[Attempt]) -> str:
 
 class LearningFromContrast(UsesEmbedder, Strategy):
     name = "lec"
+    description = (
+        "learning from errors by contrast: each wrong answer is shown with the most similar "
+        "questions the target got right"
+    )
+    options = ("k", "embedder")
     request_kind = "lec"
 
     def __init__(
@@ -63,6 +69,11 @@ class LearningFromContrast(UsesEmbedder, Strategy):
             raise ValueError("k must be at least 1")
         self.k = k
         self._use_embedder(embedder, cache_dir)
+
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        k = settings.get("k")
+        return f"lec (k={k})" if k is not None else "lec"
 
     def neighbours(self, attempts: list[Attempt]) -> dict[str, list[tuple[Attempt, float]]]:
         """For each wrong attempt id: its ``k`` nearest correct attempts of the same task."""

@@ -68,6 +68,8 @@ def split_budget(budget: int, part: int, whole: int) -> int:
 
 class MixedLearning(Strategy):
     name = "mix"
+    description = "LE and LEC together"
+    options = ("k", "embedder", "mix")
 
     def __init__(
         self,
@@ -79,10 +81,30 @@ class MixedLearning(Strategy):
         super().__init__(budget, seed, **options)
         self.mix = mix_config(mix)
         # k, embedder, cache_dir, iteration, ...: passed on to the arms, which take theirs.
-        self.options = options
+        self.arm_options = options
+
+    @classmethod
+    def label(cls, settings: Mapping[str, Any]) -> str:
+        """``mix (ratio, 50% lec, k=2)`` or ``mix (alternate, k=2)``."""
+        mix = settings.get("mix") or {}
+        schedule = mix.get("schedule", "ratio")
+        parts = [schedule]
+        if schedule == "ratio":
+            parts.append(f"{100 * float(mix.get('lec_fraction', 0.5)):.0f}% lec")
+        if settings.get("k") is not None:
+            parts.append(f"k={settings['k']}")
+        return f"mix ({', '.join(parts)})"
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, Any]) -> str:
+        mix = settings.get("mix") or {}
+        if mix.get("schedule") == "alternate":
+            return f"{cls.description}: LE in odd iterations, LEC in even ones"
+        share = 100 * float(mix.get("lec_fraction", 0.5))
+        return f"{cls.description}: {share:.0f}% of each iteration's errors go to LEC, the rest to LE"
 
     def arm(self, cls: type[Strategy], budget: int) -> Strategy:
-        return cls(budget, self.seed, **self.options)
+        return cls(budget, self.seed, **self.arm_options)
 
     def alternate_arm(self) -> type[Strategy]:
         """The paper's schedule: LE in odd iterations, LEC in even ones."""

@@ -67,6 +67,8 @@ def take_turns(
 class NearestRows(UsesEmbedder, Strategy):
     name = "nearest"
     uses_instructor = False
+    description = "for each error, the real training rows most similar to it, no instructor"
+    options = ("embedder",)
 
     def __init__(
         self,

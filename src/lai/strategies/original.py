@@ -28,6 +28,7 @@ from lai.tasks.base import Task
 class OriginalRows(Strategy):
     name = "original"
     uses_instructor = False
+    description = "real training rows with their reference solutions, no instructor"
 
     def shares(self, attempts: list[Attempt], capacity: dict[str, int]) -> dict[str, int]:
         """Rows per task: the budget in proportion to the task's attempts, within capacity."""

@@ -29,6 +29,10 @@ def draw_attempts(attempts: list[Attempt], count: int, seed: int, iteration: int
 
 class RandomSamples(Strategy):
     name = "random"
+    description = (
+        "a baseline: the instructor imitates randomly drawn training questions, right or "
+        "wrong alike, instead of errors"
+    )
     request_kind = "random"
 
     def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
