@@ -27,6 +27,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = target
 
+    def unregister(self, name: str) -> None:
+        """Forget a name (user task files are registered per run; tests start afresh)."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

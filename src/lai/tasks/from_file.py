@@ -1,0 +1,461 @@
+"""A Task built from a task file (lai.tasks.spec), and how task files are found.
+
+A task file becomes a :class:`FileTask` subclass (``task_class``) whose class attributes
+are what the registry and the config check read (``name``, ``pools``), so a file task is
+used exactly like a built-in one: ``lai run``, ``lai eval``, the strategies and verify see
+no difference. Where they come from:
+
+- shipped with lai: ``src/lai/tasks/files/*.yaml``, registered by name in lai.tasks
+  (resolved here, lazily, through :func:`__getattr__`);
+- the user's: ``--include-path DIR`` (or a file) on ``lai run / validate / eval / tasks``
+  and ``include_path: [DIR, ...]`` at the top of a run config; every ``*.yaml`` / ``*.yml``
+  under a folder whose top level has a ``task:`` key is one task (other YAML files, such
+  as a run config beside it, are left alone). A name already taken by another task is an
+  error naming both.
+
+Not yet: Ray workers (``cluster.backend: ray``) resolve tasks by name in their own
+processes, where user task files are not registered.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from string import Template
+from typing import Any, ClassVar
+
+import yaml
+
+from lai.data import PoolSource, load_pool_rows, read_jsonl_rows
+from lai.errors import ConfigError, DataError
+from lai.instructor import prompts
+from lai.records import Sample, Score
+from lai.tasks import TASKS
+from lai.tasks.base import Choices, GenerationSpec, Prompt, ResolveRule, SampleRejected, Task
+from lai.tasks.choice import LETTERS, RESOLVE_SCHEMA as CHOICE_RESOLVE_SCHEMA, MultipleChoiceTask, parse_question, render_question
+from lai.tasks.metrics import Choice, ExactMatch, Filter, Metric, run_filters
+from lai.tasks.spec import PromptSpec, TaskSpec, Where, holds, read_spec, render, render_list
+
+FILES = Path(__file__).resolve().parent / "files"
+#: Task files shipped with lai: registry name -> file in FILES.
+SHIPPED = {"gsm8k_yaml": "gsm8k.yaml", "arc_challenge_yaml": "arc_challenge.yaml"}
+LOCAL_FORMATS = (None, "json", "csv", "parquet")
+
+TEXT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"question": {"type": "string"}, "solution": {"type": "string"}, "answer": {"type": "string"}},
+    "required": ["question", "solution", "answer"],
+}
+RESOLVE_TEXT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string"}, "answer": {"type": ["string", "number"]}},
+    "required": ["reasoning", "answer"],
+}
+
+
+class FileTask(Task):
+    """A task defined by a task file; subclasses are made by :func:`task_class`."""
+
+    spec: ClassVar[TaskSpec]
+    where: ClassVar[Where]
+    origin: ClassVar[str]  # where it came from, for `lai tasks`
+    local_files: ClassVar[dict[str, list[Path]]]  # split -> data files (dataset_kwargs.data_files)
+
+    def __init__(self) -> None:
+        spec = self.spec
+        self.multiple_choice = spec.output_type == "multiple_choice"
+        default = Filter("choice_letter" if self.multiple_choice else "strip", {})
+        self.filters: list[tuple[str, list[Filter]]] = [
+            (p.name, [step.build() for step in p.filter]) for p in spec.filter_list
+        ] or [("default", [default])]
+        self.metrics: list[tuple[str, Metric]] = [(m.metric, m.build()) for m in spec.metric_list] or [
+            ("choice", Choice()) if self.multiple_choice else ("exact_match", ExactMatch())
+        ]
+
+    # ---- data -------------------------------------------------------------------------
+
+    def load(
+        self,
+        pool: str,
+        *,
+        path: Path | None = None,
+        data_dir: Path | None = None,
+        limit: int | None = None,
+        seed: int | None = None,
+        strict: bool = False,
+    ) -> list[Sample]:
+        if pool not in self.pools:
+            raise ConfigError(f"task {self.name} has no pool {pool!r}; it has {list(self.pools)}")
+        if path is not None:
+            rows, origin = read_table(Path(path).expanduser(), self.name, pool), str(path)
+        elif pool in self.local_files:
+            rows = [row for file in self.local_files[pool] for row in read_table(file, self.name, pool, self.where("dataset_kwargs", "data_files", pool))]
+            origin = ", ".join(map(str, self.local_files[pool]))
+        else:
+            rows, origin = load_pool_rows(self.name, pool, self.pools[pool], data_dir=data_dir)
+        missing = [f for f in self.spec.lai.required_fields if rows and f not in rows[0]]
+        if missing:
+            raise DataError(f"{origin}: rows have no field {missing[0]!r} (lai.required_fields of {self.where()})")
+        skipped: list[str] = []
+        samples = self.read_rows(rows, pool, origin, strict=strict, skipped=skipped)
+        self.__dict__.setdefault("_skipped", {})[pool] = skipped
+        if seed is not None:
+            random.Random(seed).shuffle(samples)
+        return samples[:limit] if limit else samples
+
+    def read_rows(
+        self, rows: list[dict[str, Any]], pool: str, origin: str, *, strict: bool = False, skipped: list[str]
+    ) -> list[Sample]:
+        # A template that fails on the first row is the file's mistake, not the row's: say so
+        # instead of skipping every row one by one.
+        if rows:
+            try:
+                self.to_sample(rows[0], 0, pool)
+            except DataError as error:
+                if "row 0:" not in error.message:
+                    raise DataError(f"{error.message} (first row of {origin})", hint="fix the template or the data") from None
+        return super().read_rows(rows, pool, origin, strict=strict, skipped=skipped)
+
+    def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:
+        lai = self.spec.lai
+        for number, rule in enumerate(lai.require):
+            if not holds(rule.check, row, self.where("lai", "require", number, "check")):
+                raise DataError(f"{self.name}/{pool} row {index}: {rule.reason}")
+        text = render(self.spec.doc_to_text, row, self.where("doc_to_text")).strip()
+        native = row.get(lai.id_field, index) if lai.id_field else index
+        meta: dict[str, Any] = {}
+        if lai.reference_solution:
+            meta["solution"] = render(lai.reference_solution, row, self.where("lai", "reference_solution")).strip()
+        if not self.multiple_choice:
+            target = self.spec.doc_to_target
+            reference = str(target) if isinstance(target, int) else render(target, row, self.where("doc_to_target")).strip()
+            return Sample(id=f"{self.name}/{pool}/{native}", task=self.name, question=text, reference=reference, meta=meta)
+        assert self.spec.doc_to_choice is not None
+        texts = render_list(self.spec.doc_to_choice, row, self.where("doc_to_choice"))
+        gold = self._gold(row, texts)
+        if len(texts) < 2 or len(texts) > len(LETTERS) or gold is None:
+            raise DataError(f"{self.name}/{pool} row {native}: cannot read its options and answer ({len(texts)} options)")
+        options = dict(zip(LETTERS, texts, strict=False))
+        meta.update(options=options, stem=text)
+        return Sample(
+            id=f"{self.name}/{pool}/{native}", task=self.name, question=render_question(text, options),
+            reference=LETTERS[gold], meta=meta,
+        )  # fmt: skip
+
+    def _gold(self, row: dict[str, Any], texts: list[str]) -> int | None:
+        """doc_to_target of a multiple-choice task: an index (lm-eval's way), an option's
+        text, or an option letter."""
+        target = self.spec.doc_to_target
+        key = str(target) if isinstance(target, int) else render(target, row, self.where("doc_to_target")).strip()
+        if key.lstrip("-").isdigit():
+            index = int(key)
+        elif key in texts:
+            index = texts.index(key)
+        elif len(key) == 1 and key.upper() in LETTERS:
+            index = LETTERS.index(key.upper())
+        else:
+            return None
+        return index if 0 <= index < len(texts) else None
+
+    # ---- prompting and scoring ----------------------------------------------------------
+
+    def _prompt_spec(self, protocol: str) -> PromptSpec:
+        self.check_protocol(protocol)
+        return self.spec.lai.prompt.get(protocol) or PromptSpec(chat=protocol == "paper")  # type: ignore[call-overload]
+
+    def prompt(self, sample: Sample, protocol: str = "paper") -> Prompt:
+        spec = self._prompt_spec(protocol)
+        context = {"question": sample.question, "stem": sample.meta.get("stem", sample.question), "options": sample.meta.get("options", {})}
+        text = render(spec.template, context, self.where("lai", "prompt", protocol, "template"))
+        return [{"role": "user", "content": text}] if spec.chat else text
+
+    def generation(self, protocol: str = "paper") -> GenerationSpec:
+        kwargs = self.spec.generation_kwargs
+        return GenerationSpec(stop=kwargs.stops(), max_new_tokens=kwargs.max_gen_toks)
+
+    def scoring_mode(self, protocol: str = "paper") -> str:
+        return "loglikelihood" if self.multiple_choice and protocol == "lm-eval" else "generate"
+
+    def choices(self, sample: Sample, protocol: str = "paper") -> Choices | None:
+        if not self.multiple_choice:
+            return None
+        letters = list(sample.meta["options"])
+        gold = letters.index(sample.reference)
+        if protocol == "lm-eval":
+            delimiter = self.spec.target_delimiter
+            return Choices(self.prompt(sample, protocol), [delimiter + t for t in sample.meta["options"].values()], gold)
+        return Choices(self.prompt(sample, protocol), letters, gold)
+
+    def score(self, sample: Sample, response: str, protocol: str = "paper") -> Score:
+        self.check_protocol(protocol)
+        options = sample.meta.get("options", {})
+        verdicts: dict[str, bool] = {}
+        first: Score | None = None
+        for filter_name, steps in self.filters:
+            extracted = run_filters(steps, response, options)
+            for metric_name, metric in self.metrics:
+                if extracted is None:
+                    score = Score(False, None, self._nothing_found(steps))
+                else:
+                    verdict = metric.verdict(extracted, sample)
+                    score = Score(verdict.correct, verdict.shown, self._reason(metric, verdict.correct, verdict.shown, verdict.gold))
+                first = first or score
+                verdicts[f"{metric_name},{filter_name}"] = score.correct
+        assert first is not None
+        if len(verdicts) > 1:
+            return Score(first.correct, first.extracted, first.reason, metrics=verdicts)
+        return first
+
+    @staticmethod
+    def _nothing_found(steps: list[Filter]) -> str:
+        meaningful = [step.function for step in steps if step.function not in ("take_first", "take_last")]
+        last = meaningful[-1] if meaningful else ""
+        return {"number": "no number found in the response", "choice_letter": "no option letter found"}.get(
+            last, "no answer found in the response"
+        )
+
+    @staticmethod
+    def _reason(metric: Metric, correct: bool, shown: str, gold: str) -> str:
+        if isinstance(metric, Choice):
+            return f"chose {shown}, correct" if correct else f"chose {shown}, expected {gold}"
+        return f"final answer {shown} matches" if correct else f"final answer {shown}, expected {gold}"
+
+    # ---- the instructor side ------------------------------------------------------------
+
+    def normalize_answer(self, text: str) -> str | None:
+        metric = self.metrics[0][1]
+        if self.multiple_choice:
+            return Choice().normalize(text)
+        extracted = run_filters(self.filters[0][1], str(text), {})
+        return metric.normalize(extracted) if extracted is not None else None
+
+    def check_generated(self, item: dict[str, Any]) -> tuple[str, str, str]:
+        instructor = self.spec.lai.instructor
+        if instructor is None:
+            return super().check_generated(item)
+        if self.multiple_choice:
+            question, solution, answer = MultipleChoiceTask.check_generated(self, item)  # type: ignore[arg-type]
+        else:
+            try:
+                question = render(instructor.question, item, "question").strip()
+                solution = render(instructor.solution, item, "solution").strip()
+                answer = render(instructor.answer, item, "answer").strip()
+            except DataError as error:
+                raise SampleRejected(f"missing field ({error.message})") from None
+        context = {**item, "question": question, "solution": solution, "answer": answer}
+        for rule in instructor.rules:
+            try:
+                ok = holds(rule.check, context, rule.check)
+            except DataError:
+                ok = False
+            if not ok:
+                raise SampleRejected(rule.reason)
+        normalized = self.normalize_answer(answer)
+        if normalized is None:
+            raise SampleRejected("final answer cannot be read")
+        return question, solution, normalized
+
+    def training_target(self, solution: str, answer: str) -> str:
+        instructor = self.spec.lai.instructor
+        if instructor is None:
+            return super().training_target(solution, answer)
+        if self.multiple_choice:
+            return MultipleChoiceTask.training_target(self, solution, answer)  # type: ignore[arg-type]
+        return render(instructor.training_target, {"solution": solution, "answer": answer}, "training_target").strip()
+
+    def reference_sample(self, sample: Sample) -> tuple[str, str, str] | None:
+        if self.multiple_choice:
+            return sample.question, str(sample.meta.get("solution") or ""), sample.reference
+        solution = str(sample.meta.get("solution") or "")
+        return (sample.question, solution, sample.reference) if solution else None
+
+    def training_sample(self, question: str) -> Sample:
+        if not self.multiple_choice:
+            return super().training_sample(question)
+        stem, options = parse_question(question)
+        return Sample(id="generated", task=self.name, question=question, reference="", meta={"options": options, "stem": stem})
+
+
+# ---- building the class --------------------------------------------------------------------
+
+
+def read_table(path: Path, task: str, pool: str, named_in: str = "") -> list[dict[str, Any]]:
+    """Rows of a JSONL, CSV or Parquet file; a missing or unreadable file is one line."""
+    if not path.is_file():
+        where = f" (named in {named_in})" if named_in else ""
+        raise DataError(f"data file for {task}/{pool} not found: {path}{where}", hint="fix the path; it is relative to the task file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        try:
+            with path.open(encoding="utf-8", newline="") as handle:
+                rows = [dict(row) for row in csv.DictReader(handle)]
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise DataError(f"{path} is not a readable CSV file ({error})") from None
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq  # an optional dependency, only for parquet files
+
+            rows = pq.read_table(path).to_pylist()
+        except ImportError:
+            raise DataError(f"{path}: reading parquet needs pyarrow", hint="pip install pyarrow") from None
+        except Exception as error:  # noqa: BLE001 - a damaged file, whatever pyarrow calls it
+            raise DataError(f"{path} is not a readable parquet file ({type(error).__name__}: {error})") from None
+    else:
+        rows = read_jsonl_rows(path, ())
+    if not rows:
+        raise DataError(f"{path} holds no rows")
+    return rows
+
+
+def _template_name(task: str, kind: str, value: str | None, generic: str, fill: Mapping[str, str]) -> str:
+    """A template value is either the name of an existing template or its text; absent,
+    the generic template ``generic`` filled with the task's own description."""
+    if value is not None and "\n" not in value and " " not in value:
+        prompts.template_text(value)  # raises when there is no such template
+        return value
+    name = f"{kind}_task_{task}"
+    if value is None:
+        escaped = {k: v.replace("$", "$$") for k, v in fill.items()}
+        value = Template(prompts.template_text(generic)).safe_substitute(escaped)
+    prompts.register(name, value)
+    return name
+
+
+def _instructor_side(spec: TaskSpec, where: Where) -> dict[str, Any]:
+    instructor = spec.lai.instructor
+    if instructor is None:
+        return {"instructor_templates": {}, "resolve_rule": None, "sample_schema": {}}
+    mc = spec.output_type == "multiple_choice"
+    schema = instructor.sample_schema or (MultipleChoiceTask.sample_schema if mc else TEXT_SCHEMA)
+    example = instructor.example or {name: f"<{name}>" for name in schema.get("properties", {})}
+    fill = {
+        "task_description": instructor.description or f"the task {spec.task}",
+        "sample_fields": ", ".join(f'"{k}"' for k in schema.get("properties", {})),
+        "sample_example": json.dumps(example, ensure_ascii=False),
+    }
+    templates: dict[str, str] = {}
+    for kind in ("le", "lec", "random"):
+        given = instructor.templates.get(kind)  # type: ignore[call-overload]
+        if given is None and mc:
+            given = f"{kind}_choice"
+        try:
+            templates[kind] = _template_name(spec.task, kind, given, f"{kind}_text", fill)
+        except ConfigError as error:
+            raise ConfigError(f"{where('lai', 'instructor', 'templates', kind)}: {error.message}") from None
+    rule = None
+    if instructor.resolve:
+        given = instructor.resolve_template or ("resolve_choice" if mc else None)
+        try:
+            name = _template_name(spec.task, "resolve", given, "resolve_text", fill)
+        except ConfigError as error:
+            raise ConfigError(f"{where('lai', 'instructor', 'resolve_template')}: {error.message}") from None
+        rule = ResolveRule(name, instructor.resolve_schema or (CHOICE_RESOLVE_SCHEMA if mc else RESOLVE_TEXT_SCHEMA))
+    return {"instructor_templates": templates, "resolve_rule": rule, "sample_schema": schema}
+
+
+def task_class(path: Path, origin: str | None = None) -> type[FileTask]:
+    """Read a task file and make its Task class (templates registered, names checked)."""
+    path = Path(path).resolve()
+    spec, where = read_spec(path)
+    local = spec.dataset_path in LOCAL_FORMATS
+    files = spec.dataset_kwargs.get("data_files") or {}
+    local_files = {
+        split: [(path.parent / f).resolve() for f in ([paths] if isinstance(paths, str) else paths)]
+        for split, paths in files.items()
+        if split in spec.splits()
+    }
+    pools = {
+        split: PoolSource(
+            tuple(spec.lai.data_folder.get(split, ())), tuple(spec.lai.required_fields),
+            None if local else (str(spec.dataset_path), spec.dataset_name, split),
+        )  # fmt: skip
+        for split in spec.splits()
+    }
+    attributes = {
+        "name": spec.task, "pools": pools, "spec": spec, "where": where, "local_files": local_files,
+        "origin": origin or str(path), "__module__": __name__, **_instructor_side(spec, where),
+    }  # fmt: skip
+    return type(f"FileTask_{spec.task}", (FileTask,), attributes)
+
+
+@cache
+def shipped(name: str) -> type[FileTask]:
+    cls = task_class(FILES / SHIPPED[name], origin=f"built-in task file lai/tasks/files/{SHIPPED[name]}")
+    if cls.name != name:
+        raise ConfigError(f"{FILES / SHIPPED[name]}: task is {cls.name!r}, registered as {name!r}")
+    return cls
+
+
+def __getattr__(name: str) -> type[FileTask]:
+    """``lai.tasks.from_file:gsm8k_yaml``: how lai.tasks registers the shipped files lazily."""
+    if name in SHIPPED:
+        return shipped(name)
+    raise AttributeError(name)
+
+
+# ---- finding user task files -----------------------------------------------------------------
+
+#: Names registered from user task files -> the file (a second registration of the same file is a no-op).
+_USER: dict[str, Path] = {}
+
+
+def task_files(include: Path) -> list[Path]:
+    """The task files of an include path: the file itself, or every YAML file under the
+    folder whose top level has a ``task`` key."""
+    include = Path(include).expanduser()
+    if include.is_file():
+        return [include]
+    if not include.is_dir():
+        raise ConfigError(f"include path not found: {include}", hint="give a folder of task .yaml files, or one task file")
+    found = []
+    for path in sorted([*include.rglob("*.yaml"), *include.rglob("*.yml")]):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError, UnicodeDecodeError, ValueError, RecursionError):
+            raw = {"task": None}  # read_spec names the problem
+        if isinstance(raw, dict) and "task" in raw:
+            found.append(path)
+    return found
+
+
+def register_task_files(includes: list[Path] | tuple[Path, ...]) -> list[str]:
+    """Register the tasks of every include path; return their names."""
+    names = []
+    for include in includes:
+        for path in task_files(Path(include)):
+            names.append(register_task_file(path))
+    return names
+
+
+def register_task_file(path: Path) -> str:
+    path = Path(path).resolve()
+    cls = task_class(path)
+    name = cls.name
+    if _USER.get(name) == path:
+        return name
+    if name in _USER:
+        raise ConfigError(f"{cls.where('task')}: task {name!r} is also defined by {_USER[name]}", hint="rename one of them")
+    if name in TASKS:
+        raise ConfigError(f"{cls.where('task')}: task {name!r} is a built-in task", hint="give your task another name")
+    TASKS.register(name, cls)
+    _USER[name] = path
+    return name
+
+
+def forget_user_tasks() -> None:
+    """Unregister the tasks of user files (tests: each starts from the built-ins)."""
+    for name in list(_USER):
+        TASKS.unregister(name)
+        del _USER[name]
+
+
+def origin_of(name: str) -> str:
+    """Where a registered task comes from, for ``lai tasks``."""
+    cls = TASKS.get(name)
+    if isinstance(cls, type) and issubclass(cls, FileTask):
+        return cls.origin
+    return f"built-in class {cls.__module__}.{cls.__qualname__}"
