@@ -34,24 +34,26 @@ from lai.config import EMBEDDED_MODEL
 from lai.errors import LaiError
 from lai.manifest import now
 from lai.records import GeneratedSample
-from lai.report.markdown import (
-    DIRECT_STRATEGIES,
-    STRATEGY_WORDS,
-    contamination_rows,
-    local_server_name,
-    markdown_table,
-    reasons_cell,
-    strategy_label,
-)
 from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell
-from lai.report.terms import (
+from lai.report.vocabulary import (
     KEPT_AFTER_PARSE,
     KEPT_AFTER_VERIFY,
     PARSED,
     REQUESTS,
     TRAINED_ON,
     WELL_FORMED,
+    change_points,
+    contamination_rows,
+    dedup_embedder,
     glossary_markdown,
+    local_server_name,
+    markdown_table,
+    points_text,
+    reasons_cell,
+    strategy_description,
+    strategy_label,
+    strategy_name,
+    trains_on_real_rows,
     well_formed,
 )
 from lai.store import (
@@ -235,7 +237,7 @@ def card_metadata(run_name: str, rows: int) -> dict[str, Any]:
 def _instructor_line(config: dict[str, Any], strategy: str) -> str:
     instructor = config.get("instructor") or {}
     local = instructor.get("local") or {}
-    if strategy in DIRECT_STRATEGIES:
+    if trains_on_real_rows(config.get("strategy")):
         return f"none (strategy `{strategy}` trains on real training rows, no instructor)"
     if local.get("enabled"):
         return f"`{local.get('model')}` on a local {local_server_name(local)} server started by lai"
@@ -271,7 +273,7 @@ def _checks_lines(config: dict[str, Any], summaries: dict[int, dict[str, Any]]) 
         )
     if "execute" in verify:
         lines.append(f"- code execution of reference solutions: {'on' if verify.get('execute') else 'off'}")
-    embedder = verify.get("embedder") or (config.get("strategy") or {}).get("embedder")
+    embedder = dedup_embedder(config)
     if embedder:
         lines.append(f"- embedder for near duplicates and copies: `{embedder}`")
     return lines
@@ -284,7 +286,7 @@ def _limitations(
     local = instructor.get("local") or {}
     verify = config.get("verify") or {}
     notes = []
-    if strategy not in DIRECT_STRATEGIES:
+    if not trains_on_real_rows(config.get("strategy")):
         if local.get("enabled") and local.get("model") == EMBEDDED_MODEL:
             notes.append(
                 "The instructor is the embedded SmolLM2-135M-Instruct (135M parameters), chosen because it "
@@ -345,7 +347,7 @@ def _effect_section(run_dir: Path, summaries: dict[int, dict[str, Any]]) -> str:
         base = baseline.get(bench) or {}
         rows.append(
             [bench, k, f"{base.get('correct', '?')}/{base.get('n', '?')}", f"{result.get('correct', '?')}/{result.get('n', '?')}",
-             f"{100 * (test.after - test.before) / test.items:+.1f}", verdict_cell(test)]  # fmt: skip
+             points_text(change_points(test.after / test.items, test.before / test.items)), verdict_cell(test)]  # fmt: skip
         )
     if not rows:
         return ""
@@ -374,7 +376,7 @@ def render_card(
     summaries = load_summaries(run_dir)
     name = config.get("name", run_dir.name)
     strategy_cfg = config.get("strategy") or {}
-    strategy = strategy_cfg.get("name", "le")
+    strategy = strategy_name(strategy_cfg)
     target = config.get("target") or {}
     models = manifest.get("models") or {}
     start = models.get("iter_00") or (models[min(models)] if models else {})
@@ -399,11 +401,11 @@ def render_card(
             f"Each iteration the target model `{target.get('model', '?')}` answered training questions from "
             f"{', '.join(pools) or 'its training pools'}. "
             + (
-                f"Strategy `{strategy}` ({STRATEGY_WORDS.get(strategy, strategy)}) then picked real training rows "
+                f"Strategy `{strategy}` ({strategy_description(strategy_cfg)}) then picked real training rows "
                 "with their reference solutions, "
-                if strategy in DIRECT_STRATEGIES
+                if trains_on_real_rows(strategy_cfg)
                 else f"The instructor read the questions the target got wrong (strategy `{strategy}`: "
-                f"{STRATEGY_WORDS.get(strategy, strategy)}) and wrote new practice samples, each with a "
+                f"{strategy_description(strategy_cfg)}) and wrote new practice samples, each with a "
                 "solution and a final answer, "
             )
             + "and every sample went through the checks listed below; the target was fine-tuned on the "

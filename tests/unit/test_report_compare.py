@@ -22,8 +22,9 @@ from lai.config import build_config
 from lai.errors import LaiError
 from lai.pipeline import Pipeline
 from lai.report.compare import compare_runs, comparison_table, render_markdown
-from lai.report.markdown import render_report, strategy_label
+from lai.report.markdown import render_report
 from lai.report.stats import format_interval, wilson_interval
+from lai.report.vocabulary import strategy_label
 from lai.store import load_summaries
 from tests.helpers.markdown import table_rows
 from tests.pipeline.test_loop import fake_config
@@ -269,7 +270,7 @@ def test_compare_has_a_row_per_run_with_strategy_samples_and_deltas(real_runs: d
         trained = sum(json.loads(p.read_text())["examples"] for p in run_dir.glob("iter_*/train.done"))
         assert row.trained_on == trained > 0
     le = rows[0].scores["gsm8k/test"]
-    assert (le.iteration, le.score, le.baseline) == (2, 0.4, 0.1) and le.delta == pytest.approx(0.3)
+    assert (le.iteration, le.score, le.baseline) == (2, 0.4, 0.1) and le.delta == pytest.approx(30.0)
 
     header, cells = comparison_table(rows)
     assert header[4:6] == ["gsm8k/test", "gsm8k/test@lm-eval"]  # the union, in order of first appearance

@@ -17,9 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lai.report.markdown import markdown_table, resolve_usage, strategy_label
 from lai.report.paired import VERDICT_NOTE, outcomes, verdict_cell
 from lai.report.stats import PairedTest, paired_test
+from lai.report.vocabulary import (
+    change_points,
+    markdown_table,
+    points_text,
+    resolve_usage,
+    strategy_label,
+)
 from lai.store import RunStore, load_summaries, read_json, require_run_dir, saved_config
 
 
@@ -33,8 +39,8 @@ class BenchmarkScore:
 
     @property
     def delta(self) -> float | None:
-        """Change from iteration 0 as a fraction (0.03 = 3 points); None without a baseline."""
-        return None if self.baseline is None or self.iteration == 0 else self.score - self.baseline
+        """Change from iteration 0 in points (3.0 = 3 points); None without a baseline."""
+        return None if self.baseline is None or self.iteration == 0 else change_points(self.score, self.baseline)
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ def _score_cell(score: BenchmarkScore | None) -> str:
     if score is None:
         return "-"
     text = f"{100 * score.score:.1f}%"
-    return text if score.delta is None else f"{text} ({100 * score.delta:+.1f})"
+    return text if score.delta is None else f"{text} ({points_text(score.delta)})"
 
 
 def _fix_cell(group: FixGroup | None) -> str:

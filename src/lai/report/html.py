@@ -23,18 +23,22 @@ from markupsafe import Markup
 
 from lai.report import plots
 from lai.report.compare import PAIRS_NOTES, compare_runs, comparison_table, pair_tests, pairs_table
-from lai.report.markdown import FIX_GROUPS, build_report, strategy_label
+from lai.report.markdown import build_report
 from lai.report.paired import VERDICT_NOTE, change_test, verdict_cell
 from lai.report.stats import format_interval
-from lai.report.terms import (
+from lai.report.vocabulary import (
     CONTROL,
     ERRORS_FOUND,
+    FIX_GROUPS,
     KEPT_AFTER_PARSE,
     KEPT_AFTER_VERIFY,
     PARSED,
     REQUESTS,
     TRAINED_ON,
     WELL_FORMED,
+    change_points,
+    points_text,
+    strategy_label,
     well_formed,
 )
 from lai.store import (
@@ -147,14 +151,14 @@ def summary_table(series: dict[str, list[plots.Point]], config: dict[str, Any], 
     rows = []
     for bench, points in sorted(series.items(), key=lambda item: (item[0].split("/")[0] not in domain, item[0])):
         first, last = points[0], points[-1]
-        delta = 100 * (last.score - first.score) if last.iteration != first.iteration else None
+        delta = change_points(last.score, first.score) if last.iteration != first.iteration else None
         test = change_test(run_dir, last.iteration, bench, against=first.iteration) if run_dir and delta is not None else None
         rows.append([
             bench,
             "in-domain" if bench.split("/")[0] in domain else "out-of-domain",
             f"{_pct(first.correct, first.n)} ({format_interval(first.correct, first.n)})",
             f"{_pct(last.correct, last.n)} ({format_interval(last.correct, last.n)})" if delta is not None else "-",
-            f"{delta:+.1f}" if delta is not None else "-",
+            points_text(delta) if delta is not None else "-",
             verdict_cell(test),
             last.n,
         ])  # fmt: skip

@@ -13,22 +13,35 @@ from pathlib import Path
 from typing import Any
 
 from lai.config import EMBEDDED_MODEL
-from lai.instructor.ledger import cost_of
 from lai.manifest import HEARTBEAT_S
 from lai.quality.diagnoses import NO_DIAGNOSIS, NO_USABLE_DIAGNOSIS, NOT_DIAGNOSES
-from lai.records import Attempt, GeneratedSample, InstructRecord
+from lai.records import Attempt, GeneratedSample
 from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell, verdict_lines
 from lai.report.stats import PairedTest, format_interval, wilson_interval
-from lai.report.terms import (
+from lai.report.vocabulary import (
     CONTROL,
     ERRORS_FOUND,
+    FIX_GROUPS,
     KEPT_AFTER_PARSE,
     KEPT_AFTER_VERIFY,
     PARSED,
     REQUESTS,
     TRAINED_ON,
     WELL_FORMED,
+    change_points,
+    contamination_rows,
     glossary_markdown,
+    local_server_name,
+    markdown_table,
+    pct,
+    points_text,
+    reasons_cell,
+    resolve_usage,
+    strategy_label,
+    strategy_name,
+    strategy_words,
+    trained_on_cell,
+    trains_on_real_rows,
     well_formed,
 )
 from lai.store import (
@@ -39,6 +52,7 @@ from lai.store import (
     read_records,
     saved_config,
 )
+from lai.strategies import uses_instructor
 
 INTRO = """\
 This run applies **LLMs-as-Instructors** (Ying et al., EMNLP 2024 Findings). Each
@@ -57,23 +71,6 @@ training rows; the target is fine-tuned on them; then it is evaluated again. Com
 its scores with a run of `le` or `lec` on the same config (`lai compare`). Scores below
 compare each iteration with the starting model (iteration 0).
 """
-
-STRATEGY_WORDS = {
-    "le": "learning from errors, one request per wrong answer",
-    "lec": "learning from errors by contrast: each wrong answer is shown with the most similar questions the target got right",
-    "mix": "LE and LEC together",
-    "random": "a baseline: the instructor imitates randomly drawn training questions, right or wrong alike, instead of errors",
-    "original": "real training rows with their reference solutions, no instructor",
-    "nearest": "for each error, the real training rows most similar to it, no instructor",
-}
-#: Strategies that train on real pool rows and never ask the instructor for samples.
-DIRECT_STRATEGIES = frozenset({"original", "nearest"})
-
-def local_server_name(local: dict[str, Any]) -> str:
-    """What serves a local instructor (instructor.local.server; runs saved before it existed
-    used llama.cpp): the report and the dataset card say the same."""
-    return "vLLM" if local.get("server") == "vllm" else "llama.cpp"
-
 
 # One line: report.html keeps the line breaks of quotes (model output), so no hard wraps here.
 WEAK_INSTRUCTOR = (
@@ -102,21 +99,6 @@ DIAGNOSIS_ROWS = 10
 DIAGNOSIS_EXAMPLES = 3
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
-def _cell(value: Any) -> str:
-    """A table cell: one line, with pipes escaped so the row keeps its columns."""
-    return " ".join(str(value).split()).replace("|", "\\|")
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _shorten(text: str, limit: int) -> str:
     """At most ``limit`` characters of one line, cut at a word where possible."""
     text = " ".join(str(text).split())
@@ -136,53 +118,6 @@ def _excerpt(text: str, limit: int = 400) -> str:
     return text[:half].rstrip() + "\n[...]\n" + text[-half:].lstrip()
 
 
-def reasons_cell(counts: dict[str, int] | None) -> str:
-    """Drop reasons with their counts, most frequent first: "duplicate 4, format 2"."""
-    items = sorted((counts or {}).items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{reason or 'unknown'} {n}" for reason, n in items) or "-"
-
-
-def contamination_rows(summaries: dict[int, dict[str, Any]]) -> list[list[Any]]:
-    """[iteration, benchmark, checked, contaminated, rate] from each verify stage's summary."""
-    return [
-        [k, bench, found.get("checked", "-"), found.get("contaminated", "-"),
-         "-" if found.get("rate") is None else _pct(found["rate"])]  # fmt: skip
-        for k, s in sorted(summaries.items())
-        for bench, found in sorted(((s.get("verify") or {}).get("contamination") or {}).items())
-    ]
-
-
-def strategy_label(strategy: dict[str, Any] | None) -> str:
-    """The strategy with the settings that tell two runs of it apart: ``lec (k=2)``."""
-    strategy = strategy or {}
-    name = strategy.get("name", "le")
-    k = strategy.get("k")
-    if name == "lec" and k is not None:
-        return f"lec (k={k})"
-    if name == "mix":
-        mix = strategy.get("mix") or {}
-        schedule = mix.get("schedule", "ratio")
-        parts = [schedule]
-        if schedule == "ratio":
-            parts.append(f"{100 * float(mix.get('lec_fraction', 0.5)):.0f}% lec")
-        if k is not None:
-            parts.append(f"k={k}")
-        return f"mix ({', '.join(parts)})"
-    return str(name)
-
-
-def _strategy_words(strategy: dict[str, Any]) -> str:
-    name = strategy.get("name", "le")
-    words = STRATEGY_WORDS.get(name, name)
-    if name == "mix":
-        mix = strategy.get("mix") or {}
-        if mix.get("schedule") == "alternate":
-            words += ": LE in odd iterations, LEC in even ones"
-        else:
-            words += f": {100 * float(mix.get('lec_fraction', 0.5)):.0f}% of each iteration's errors go to LEC, the rest to LE"
-    return words
-
-
 # ---- scores ---------------------------------------------------------------------------
 
 
@@ -195,10 +130,10 @@ def _scores_section(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int,
     for k, scores in evals.items():
         for bench, result in scores.items():
             base = baseline.get(bench)
-            delta = "" if base is None or k == 0 else f"{100 * (result['score'] - base['score']):+.1f} pts"
+            delta = "" if base is None or k == 0 else f"{points_text(change_points(result['score'], base['score']))} pts"
             verdict = "" if k == 0 else verdict_cell(tests.get((k, bench)))
             rows.append(
-                [k, bench, _pct(result["score"]), f"{result['correct']}/{result['n']}",
+                [k, bench, pct(result["score"]), f"{result['correct']}/{result['n']}",
                  format_interval(int(result["correct"]), int(result["n"])), delta, verdict]
             )  # fmt: skip
     header = ["iteration", "benchmark", "score", "correct / n", "95% interval", "delta vs iteration 0", "paired test vs iteration 0"]
@@ -215,24 +150,14 @@ def _scores_section(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int,
 # ---- the funnel -----------------------------------------------------------------------
 
 
-def _trained_on(train: dict[str, Any]) -> str:
-    if not train:
-        return "-"
-    if train.get("trained"):
-        return str(train.get("examples", 0))
-    if train.get("skipped"):
-        return f"0 ({train['skipped']})"
-    return f"{train.get('examples', 0)} (model not changed)"
-
-
-def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
+def _funnel_section(summaries: dict[int, dict[str, Any]], real_rows: bool) -> str:
     rows = []
     for k, s in sorted(summaries.items()):
         if k == 0 or "collect" not in s:
             continue
         collect, instruct, parse, verify, train = (s.get(n, {}) for n in ("collect", "instruct", "parse", "verify", "train"))
-        if "direct_samples" in instruct:
-            requests: Any = f"none ({instruct['direct_samples']} real rows)"
+        if real_rows and instruct:
+            requests: Any = f"none ({instruct.get('direct_samples', 0)} real rows)"
         else:
             requests = instruct.get("requests", "-")
         formed = well_formed(parse)
@@ -246,7 +171,7 @@ def _funnel_section(summaries: dict[int, dict[str, Any]]) -> str:
                 "-" if formed is None else formed,
                 parse.get("kept", "-"),
                 verify.get("kept", "-"),
-                _trained_on(train),
+                trained_on_cell(train),
                 reasons_cell(parse.get("drop_reasons")) if parse else "-",
                 reasons_cell(verify.get("drop_reasons")) if verify else "-",
             ]
@@ -307,12 +232,11 @@ def _checks_section(summaries: dict[int, dict[str, Any]]) -> str:
 
 # ---- fix rate -------------------------------------------------------------------------
 
-FIX_GROUPS = ("targeted", "control", "other")
 
 
 def _rate_cell(group: dict[str, Any]) -> str:
     n, fixed = group.get("n", 0), group.get("fixed", 0)
-    return _pct(fixed / n) if n else "-"
+    return pct(fixed / n) if n else "-"
 
 
 def _fix_rate_section(summaries: dict[int, dict[str, Any]]) -> str:
@@ -437,27 +361,11 @@ def _training_section(summaries: dict[int, dict[str, Any]]) -> str:
     return markdown_table(["iteration", "method", "examples", "steps", "loss first -> last", "model saved at"], rows) if rows else "_No training yet._"
 
 
-def resolve_usage(store: RunStore, k: int, prices: dict[str, Any]) -> dict[str, Any] | None:
-    """Tokens and cost of iteration ``k``'s re-solve requests (verify stage), or None."""
-    path = store.path(k, "verify_instruct.jsonl")
-    if not path.exists():
-        return None
-    records = read_records(path, InstructRecord)
-    return {
-        "models": sorted({r.model for r in records if r.model}),
-        "ok": sum(r.status == "ok" for r in records),
-        "failed": sum(r.status != "ok" for r in records),
-        "prompt_tokens": sum(r.prompt_tokens for r in records),
-        "completion_tokens": sum(r.completion_tokens for r in records),
-        "cost_usd": sum(cost_of(prices, r.model, r.prompt_tokens, r.completion_tokens) for r in records),
-    }
-
-
-def _cost_section(store: RunStore, summaries: dict[int, dict[str, Any]], manifest: dict[str, Any], prices: dict[str, Any]) -> str:
+def _cost_section(store: RunStore, summaries: dict[int, dict[str, Any]], manifest: dict[str, Any], prices: dict[str, Any], real_rows: bool) -> str:
     rows = []
     for k, s in sorted(summaries.items()):
         i = s.get("instruct")
-        if i and "direct_samples" not in i:
+        if i and not real_rows:
             cost = f"${i['cost_usd']:.4f}" if "cost_usd" in i else "-"
             rows.append([k, "write samples", ", ".join(i.get("models", [])) or "-", i.get("ok", 0), i.get("failed", 0), i.get("prompt_tokens", 0), i.get("completion_tokens", 0), cost])
         usage = resolve_usage(store, k, prices) if k > 0 else None
@@ -546,7 +454,7 @@ def _example_section(store: RunStore, k: int) -> str:
         parts += ["**The instructor's diagnosis**", _quote(sample.diagnosis)]
     verdict = "kept for training" if sample.kept else f"dropped ({sample.drop_reason})"
     body = sample.raw or f"Q: {sample.question}\nSolution: {sample.solution}\nAnswer: {sample.answer}"
-    who = "A real training row the strategy picked" if sample.strategy in DIRECT_STRATEGIES else "A sample the instructor wrote"
+    who = "A real training row the strategy picked" if not uses_instructor(sample.strategy) else "A sample the instructor wrote"
     parts += [f"**{who}** ({verdict})", _quote(body), "**Where it came from**", _provenance(sample)]
     return "\n\n".join(parts)
 
@@ -577,12 +485,12 @@ def build_report(run_dir: Path) -> Report:
     manifest = read_json(run_dir / "manifest.json", default={}) or {}
     summaries = load_summaries(run_dir)
     strategy_cfg = config.get("strategy") or {}
-    strategy = strategy_cfg.get("name", "le")
+    strategy = strategy_name(strategy_cfg)
     instructor = config.get("instructor") or {}
     local = instructor.get("local") or {}
-    direct = strategy in DIRECT_STRATEGIES
+    direct = trains_on_real_rows(strategy_cfg)
     intro = BASELINE_INTRO if direct else INTRO
-    preamble = [intro.format(strategy=strategy, strategy_words=_strategy_words(strategy_cfg))]
+    preamble = [intro.format(strategy=strategy, strategy_words=strategy_words(strategy_cfg))]
     if local.get("enabled") and local.get("model") == EMBEDDED_MODEL and not direct:
         preamble.append(WEAK_INSTRUCTOR)
     target = (config.get("target") or {}).get("model", "?")
@@ -600,7 +508,7 @@ def build_report(run_dir: Path) -> Report:
     )
     sections = [
         ("Scores", _scores_section(summaries, change_tests(run_dir))),
-        ("From errors to training data", FUNNEL_INTRO + "\n" + _funnel_section(summaries)),
+        ("From errors to training data", FUNNEL_INTRO + "\n" + _funnel_section(summaries, direct)),
         ("Terms", "Each count in this report has one name, defined here.\n\n" + glossary_markdown()),
     ]
     optional = [
@@ -612,7 +520,7 @@ def build_report(run_dir: Path) -> Report:
     prices = instructor.get("prices") or {}
     sections += [
         ("Training", _training_section(summaries)),
-        ("Cost and time", _cost_section(store, summaries, manifest, prices)),
+        ("Cost and time", _cost_section(store, summaries, manifest, prices, direct)),
     ]
     examples = [_example_section(store, k) for k in sorted(summaries) if k > 0 and "parse" in summaries[k]]
     if any(examples):

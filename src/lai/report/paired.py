@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lai.report.stats import ALPHA, PAIRED_TEST, PairedTest, format_p, paired_test
+from lai.report.vocabulary import change_points, points_text
 from lai.store import RunStore, eval_file, load_summaries, read_jsonl
 
 #: Said once wherever verdicts appear, so "distinguishable from noise" has one meaning.
@@ -68,6 +69,6 @@ def verdict_lines(tests: dict[tuple[int, str], PairedTest]) -> list[str]:
         before, after = test.before / test.items, test.after / test.items
         lines.append(
             f"{bench}, iteration {k} vs 0: {test.before}/{test.items} -> {test.after}/{test.items} "
-            f"({100 * (after - before):+.1f} points), {test.sentence()}."
+            f"({points_text(change_points(after, before))} points), {test.sentence()}."
         )
     return lines

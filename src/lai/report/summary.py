@@ -17,7 +17,7 @@ from rich.text import Text
 
 from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell
 from lai.report.stats import PairedTest, format_interval
-from lai.report.terms import (
+from lai.report.vocabulary import (
     CONTROL,
     ERRORS_FOUND,
     KEPT_AFTER_PARSE,
@@ -25,6 +25,8 @@ from lai.report.terms import (
     PARSED,
     TRAINED_ON,
     WELL_FORMED,
+    change_points,
+    points_text,
     well_formed,
 )
 from lai.store import load_summaries, read_json
@@ -38,7 +40,7 @@ def _scores(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int, str], P
     for k, stages in sorted(summaries.items()):
         for bench, result in (stages.get("evaluate") or {}).get("scores", {}).items():
             base = baseline.get(bench)
-            change = f"{100 * (result['score'] - base['score']):+.1f} pts" if base and k else ""
+            change = f"{points_text(change_points(result['score'], base['score']))} pts" if base and k else ""
             table.add_row(
                 str(k), bench, f"{100 * result['score']:.1f}%",
                 format_interval(int(result.get("correct", 0)), int(result.get("n", 0))), change,
