@@ -73,7 +73,7 @@ def test_a_ray_collect_resumes_after_the_records_on_disk(data_dir: Path, tmp_pat
     out.write_text("\n".join(full[:5]) + "\n" + full[5][:20])
     (tmp_path / "prompts.log").unlink()
     pipeline.collect(1, cfg.target.model)
-    pipeline._release_target()
+    pipeline.target.release()
     again = out.read_text().splitlines()
     assert sorted(again) == sorted(full)  # same records, none lost, none twice
     assert len((tmp_path / "prompts.log").read_text().split()) == len(full) - 5
