@@ -27,9 +27,10 @@ from lai.report.vocabulary import (
     WELL_FORMED,
     change_points,
     points_text,
+    trains_on_real_rows,
     well_formed,
 )
-from lai.store import load_summaries, read_json
+from lai.store import load_summaries, read_json, saved_config
 
 
 def _scores(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int, str], PairedTest]) -> Table:
@@ -49,15 +50,15 @@ def _scores(summaries: dict[int, dict[str, Any]], tests: dict[tuple[int, str], P
     return table
 
 
-def _iteration_line(k: int, s: dict[str, Any]) -> str:
+def _iteration_line(k: int, s: dict[str, Any], real_rows: bool) -> str:
     collect, instruct, parse, verify, train, retest = (
         s.get(name) or {} for name in ("collect", "instruct", "parse", "verify", "train", "retest")
     )
     parts = [f"{collect.get('wrong', '?')} {ERRORS_FOUND} in {collect.get('n', '?')} questions"]
     if "control_errors" in instruct:
         parts[-1] += f", {instruct['control_errors']} {CONTROL}"
-    if "direct_samples" in instruct:
-        parts.append(f"{instruct['direct_samples']} real rows")
+    if real_rows and instruct:
+        parts.append(f"{instruct.get('direct_samples', 0)} real rows")
     elif instruct:
         parts.append(f"{instruct.get('requests', 0)} requests")
     if parse:
@@ -80,7 +81,8 @@ def _iteration_line(k: int, s: dict[str, Any]) -> str:
 
 def run_summary(run_dir: Path) -> Group:
     summaries = load_summaries(run_dir)
-    lines = [_iteration_line(k, s) for k, s in sorted(summaries.items()) if k > 0 and "collect" in s]
+    real_rows = trains_on_real_rows(saved_config(run_dir).get("strategy"))
+    lines = [_iteration_line(k, s, real_rows) for k, s in sorted(summaries.items()) if k > 0 and "collect" in s]
     cost = sum(float((s.get("instruct") or {}).get("cost_usd", 0.0)) for s in summaries.values())
     tokens = sum(
         int((s.get("instruct") or {}).get(key, 0)) for s in summaries.values() for key in ("prompt_tokens", "completion_tokens")

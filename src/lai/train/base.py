@@ -12,6 +12,8 @@ from lai.progress import NullProgress, Progress
 
 if TYPE_CHECKING:  # the registries sit below the config, which checks names against them
     from lai.config import TrainConfig
+    from lai.records import GeneratedSample
+    from lai.tasks.base import Task
 
 #: What a training run leaves in its folder for the train stage (one process or launched workers).
 SUMMARY_FILE = "train_summary.json"
@@ -27,6 +29,17 @@ class TrainExample:
 
     prompt: list[dict[str, str]]
     completion: str
+
+
+def training_example(task: Task, sample: GeneratedSample) -> TrainExample:
+    """What the target trains on for a kept sample: the task's prompt for the sample's
+    question, then the solution ending in the task's answer line (the loss is on that turn).
+
+    The one rule: the train stage builds its examples with it, and the export's
+    ``messages`` column is the same chat.
+    """
+    prompt = task.prompt(task.training_sample(sample.question))
+    return TrainExample(prompt, task.training_target(sample.solution, sample.answer))  # type: ignore[arg-type]
 
 
 class Trainer(ABC):

@@ -1,37 +1,21 @@
-"""``lai export``: a run's kept training samples as a Hugging Face dataset with a card.
+"""The dataset card (``README.md`` of an export): YAML front matter plus the run's provenance.
 
-The dataset is a ``DatasetDict`` with one ``train`` split, saved with ``save_to_disk``;
-that is also the shape ``load_dataset(repo)`` returns after ``--push-to-hub``, so code
-reading the export works the same on both. Beside it lie ``README.md`` (the dataset
-card: YAML front matter plus the run's provenance) and ``lai_export.json`` (which run
-the folder was exported from, so a re-export of the same run may replace it).
-
-Each row is one generated sample: the question, solution and answer the instructor
-wrote, a ready-to-train ``messages`` chat (the task's prompt for the question, then the
-assistant turn the pipeline's train stage teaches; lai computes the loss on that last
-turn only), and the sample's provenance. Only kept samples are exported unless
-``include_dropped`` is set; then every sample is, with ``kept``, ``drop_reason`` and
-``raw`` columns.
-
-Iterations whose ``verified.jsonl`` is missing (runs made before the verify stage, or
-stopped before it) fall back to ``generated.jsonl``; the card says so.
+Built from the same pieces as the run's report (:mod:`lai.report.vocabulary`: the
+funnel's terms, the strategy's words, the change in points; :mod:`lai.report.paired`:
+the verdict of each change), so the card and ``report.md`` say the same about a run.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lai import __version__, runlock
+from lai import __version__
 from lai.config import EMBEDDED_MODEL
-from lai.errors import LaiError
+from lai.export.rows import SPLIT
 from lai.manifest import now
 from lai.records import GeneratedSample
 from lai.report.paired import VERDICT_NOTE, change_tests, verdict_cell
@@ -56,160 +40,9 @@ from lai.report.vocabulary import (
     trains_on_real_rows,
     well_formed,
 )
-from lai.store import (
-    RunStore,
-    load_summaries,
-    read_json,
-    read_records,
-    require_run_dir,
-    saved_config,
-)
-from lai.tasks import get_task
-from lai.tasks.base import Task
+from lai.store import load_summaries
 
-#: The file that marks a folder as an export, and of which run.
-MARKER = "lai_export.json"
-SPLIT = "train"
 TAGS = ["synthetic", "lai", "llms-as-instructors"]
-
-
-@dataclass(frozen=True)
-class ExportSummary:
-    out_dir: Path
-    run_name: str
-    rows: int
-    kept: int
-    dropped: int
-    iterations: list[int]
-    card: Path
-    replaced: bool = False  # an earlier export of the same run was overwritten
-    repo: str | None = None  # where it was pushed, if it was
-    sources: dict[int, str] = field(default_factory=dict)  # iteration -> the JSONL file its rows came from
-
-
-# ---- reading the run ------------------------------------------------------------------------
-
-
-def _read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    require_run_dir(run_dir)
-    try:
-        return read_json(run_dir / "manifest.json", default={}) or {}, saved_config(run_dir)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise LaiError(f"cannot read {run_dir}: {' '.join(str(error).split())}") from None
-
-
-def run_identity(run_dir: Path, manifest: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """What makes two exports "of the same run": the run's name, start time and config hash."""
-    return {
-        "name": config.get("name", run_dir.name),
-        "created": manifest.get("created"),
-        "config_sha256": manifest.get("config_sha256"),
-    }
-
-
-def read_samples(run_dir: Path) -> tuple[dict[int, list[GeneratedSample]], dict[int, str]]:
-    """Every generated sample by iteration, and the file each iteration's came from."""
-    store = RunStore(run_dir)
-    samples, sources = {}, {}
-    for k in store.iterations():
-        for name in ("verified.jsonl", "generated.jsonl"):
-            path = store.path(k, name)
-            if path.is_file():
-                try:
-                    samples[k] = read_records(path, GeneratedSample)
-                except (ValueError, TypeError) as error:
-                    raise LaiError(f"{path} is damaged: {error}") from None
-                sources[k] = name
-                break
-    return samples, sources
-
-
-def training_messages(task: Task, sample: GeneratedSample) -> list[dict[str, str]]:
-    """The chat the train stage teaches: the task's prompt, then the target's answer.
-
-    Built as ``Pipeline.train`` builds its ``TrainExample`` (prompt, completion), with the
-    completion as the final assistant turn.
-    """
-    prompt = task.prompt(task.training_sample(sample.question))
-    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
-    return [*turns, {"role": "assistant", "content": task.training_target(sample.solution, sample.answer)}]
-
-
-def _features(include_dropped: bool) -> Any:
-    from datasets import Features, Value
-
-    # List literals (not ``datasets.List``, new in 4.0) mean "list of" in every supported version.
-    text = Value("string")
-    columns: dict[str, Any] = {
-        "id": text, "iteration": Value("int32"), "task": text, "question": text, "solution": text, "answer": text,
-        "messages": [{"role": text, "content": text}],
-        "strategy": text, "error_id": text, "source_ids": [text], "neighbour_ids": [text], "row_id": text,
-        "diagnosis": text, "instructor_model": text, "template": text, "template_hash": text, "checks": text,
-    }  # fmt: skip
-    if include_dropped:
-        columns.update(kept=Value("bool"), drop_reason=text, raw=text)
-    return Features(columns)
-
-
-def _row(task: Task, sample: GeneratedSample, include_dropped: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": sample.id, "iteration": sample.iteration, "task": sample.task, "question": sample.question,
-        "solution": sample.solution, "answer": sample.answer, "messages": training_messages(task, sample),
-        "strategy": sample.strategy, "error_id": sample.error_id, "source_ids": list(sample.source_ids),
-        "neighbour_ids": list(sample.neighbour_ids), "row_id": sample.row_id, "diagnosis": sample.diagnosis,
-        "instructor_model": sample.instructor_model, "template": sample.template,
-        "template_hash": sample.template_hash, "checks": json.dumps(sample.checks, ensure_ascii=False, sort_keys=True),
-    }  # fmt: skip
-    if include_dropped:
-        row.update(kept=sample.kept, drop_reason=sample.drop_reason, raw=sample.raw)
-    return row
-
-
-# ---- the output folder ----------------------------------------------------------------------
-
-
-def _check_out_dir(out_dir: Path, identity: dict[str, Any]) -> bool:
-    """True when ``out_dir`` holds an earlier export of this run (to be replaced)."""
-    if not out_dir.exists():
-        return False
-    if not out_dir.is_dir():
-        raise LaiError(f"{out_dir} exists and is not a folder", hint="pass a new or empty folder as OUT_DIR")
-    if not any(out_dir.iterdir()):
-        return False
-    marker = read_json(out_dir / MARKER, default=None) if (out_dir / MARKER).is_file() else None
-    if isinstance(marker, dict) and marker.get("run") == identity:
-        return True
-    if isinstance(marker, dict):
-        other = (marker.get("run") or {}).get("name", "?")
-        raise LaiError(
-            f"{out_dir} holds an export of another run ({other})", hint="pass a new or empty folder, or delete that one"
-        )
-    raise LaiError(
-        f"{out_dir} exists and is not empty",
-        hint="pass a new or empty folder; lai only overwrites its own earlier export of the same run",
-    )
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Move the finished export to ``out_dir``, replacing an earlier one.
-
-    A folder cannot be renamed over a non-empty one, so the old export is renamed aside
-    first and deleted last; if the second rename fails, the old one is put back.
-    """
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(out_dir, old)
-        try:
-            os.rename(tmp, out_dir)
-        except BaseException:
-            os.rename(old, out_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)  # absent, or an empty folder
-
-
-# ---- the dataset card -----------------------------------------------------------------------
 
 
 def size_category(n: int) -> str:
@@ -526,143 +359,3 @@ def render_card(
 
 def card_text(metadata: dict[str, Any], body: str) -> str:
     return "---\n" + yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True) + "---\n\n" + body
-
-
-# ---- export ---------------------------------------------------------------------------------
-
-
-def export_dataset(
-    run_dir: Path,
-    out_dir: Path,
-    *,
-    include_dropped: bool = False,
-    push_to_hub: str | None = None,
-    private: bool = True,
-) -> ExportSummary:
-    """Save a run's kept samples (all with ``include_dropped``) as a dataset with a card.
-
-    ``push_to_hub`` also uploads both to that Hub repo (created private unless
-    ``private`` is false); the token comes from the ``HF_TOKEN`` environment variable
-    only. The local export is complete before anything is sent.
-    """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    manifest, config = _read_run(run_dir)
-    # A run that a lai process is writing has samples not yet verified: refuse, naming it.
-    key = runlock.acquire(run_dir)
-    runlock.release(key)
-    token = _hub_token(push_to_hub) if push_to_hub else None
-    identity = run_identity(run_dir, manifest, config)
-    dest = out_dir.resolve()  # "." or "x/.." have no name to put a temporary folder beside
-    replacing = _check_out_dir(dest, identity)
-
-    samples, sources = read_samples(run_dir)
-    if not samples:
-        raise LaiError(
-            f"{run_dir} has no generated samples yet (no iteration reached the parse stage)",
-            hint="run more of the loop first",
-        )
-    # The folder names the iteration; older records may lack the field.
-    chosen = [replace(s, iteration=k) for k in sorted(samples) for s in samples[k] if include_dropped or s.kept]
-    if not chosen:
-        total = sum(len(v) for v in samples.values())
-        raise LaiError(
-            f"{run_dir} has no kept samples to export (all {total} generated samples were dropped)",
-            hint="--include-dropped exports them with their drop reasons",
-        )
-    tasks: dict[str, Task] = {}
-    rows = []
-    for sample in chosen:
-        if sample.task not in tasks:
-            tasks[sample.task] = get_task(sample.task)
-        rows.append(_row(tasks[sample.task], sample, include_dropped))
-
-    import datasets
-
-    dataset = datasets.DatasetDict({SPLIT: datasets.Dataset.from_list(rows, features=_features(include_dropped))})
-    metadata, body = render_card(
-        run_dir, manifest, config, samples, sources, chosen, include_dropped, repo=push_to_hub, location=str(out_dir)
-    )
-    text = card_text(metadata, body)
-
-    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-    except OSError as error:
-        error.filename = str(dest)  # the folder the user named, not lai's temporary one
-        raise
-    try:
-        bars = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()
-        try:
-            dataset.save_to_disk(str(tmp))
-        finally:
-            if bars:
-                datasets.enable_progress_bars()
-        # Plain writes: nobody sees the temporary folder before it is complete.
-        (tmp / "README.md").write_text(text, encoding="utf-8")
-        kept = sum(s.kept for s in chosen)
-        marker = {
-            "run": identity, "run_dir": str(run_dir.resolve()), "exported": now(), "lai_version": __version__,
-            "include_dropped": include_dropped, "rows": len(chosen), "kept": kept,
-            "iterations": sorted(samples), "sources": {str(k): v for k, v in sorted(sources.items())},
-        }  # fmt: skip
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        _swap_in(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    if push_to_hub:
-        _push(dataset, metadata, body, push_to_hub, token or "", private, out_dir)
-    return ExportSummary(
-        out_dir=out_dir, run_name=identity["name"], rows=len(chosen), kept=kept, dropped=len(chosen) - kept,
-        iterations=sorted(samples), card=out_dir / "README.md", replaced=replacing, repo=push_to_hub,
-        sources=dict(sources),
-    )  # fmt: skip
-
-
-# ---- the Hub --------------------------------------------------------------------------------
-
-
-def _hub_token(repo: str) -> str:
-    """Check what a push needs before any work is done; the token itself is only ever passed on."""
-    from huggingface_hub import constants
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo)
-    except HFValidationError as error:
-        raise LaiError(f"--push-to-hub {repo!r} is not a valid repo id: {' '.join(str(error).split())}") from None
-    token = os.environ.get("HF_TOKEN", "").strip()
-    if not token:
-        raise LaiError(
-            "--push-to-hub needs a Hugging Face token in the HF_TOKEN environment variable",
-            hint="export HF_TOKEN=... (a token with write access); lai never stores it",
-        )
-    if constants.HF_HUB_OFFLINE:
-        raise LaiError("cannot push to the Hub: HF_HUB_OFFLINE is set", hint="unset HF_HUB_OFFLINE to push")
-    return token
-
-
-def _push(dataset: Any, metadata: dict[str, Any], body: str, repo: str, token: str, private: bool, out_dir: Path) -> None:
-    """Upload the dataset, then the card with the Hub's own metadata (data files, features) kept."""
-    from huggingface_hub import DatasetCard
-
-    try:
-        dataset.push_to_hub(repo, private=private, token=token, commit_message="lai export: training samples")
-        try:
-            hub_meta = DatasetCard.load(repo, repo_type="dataset", token=token).data.to_dict()
-        except Exception:  # noqa: BLE001 - no card on the Hub yet: ours alone is fine
-            hub_meta = {}
-        merged = {**hub_meta, **metadata}
-        DatasetCard(card_text(merged, body)).push_to_hub(
-            repo, token=token, repo_type="dataset", commit_message="lai export: dataset card with provenance"
-        )
-    except Exception as error:  # noqa: BLE001 - network, auth and repo errors alike are the user's to fix
-        detail = " ".join(str(error).split())[:300] or "no details"
-        raise LaiError(
-            f"pushing to the Hugging Face Hub repo {repo} failed ({type(error).__name__}: {detail}); "
-            f"the local export in {out_dir} is complete",
-            hint="check the network, HF_TOKEN and the repo name, then rerun",
-        ) from None
