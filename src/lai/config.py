@@ -16,13 +16,24 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from lai.errors import ConfigError, read_text, too_big
 from lai.instructor import INSTRUCTORS
 from lai.models import TARGETS
 from lai.strategies import STRATEGIES
-from lai.tasks import TASKS
+from lai.tasks import (  # lm-eval itself is imported only when a config names a task
+    TASKS,
+    lm_eval_task,
+)
 from lai.train import TRAINERS
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
@@ -49,7 +60,64 @@ class Section(BaseModel):
         return data
 
 
-class PoolConfig(Section):
+#: The keys of an entry that names an lm-evaluation-harness task (left out of a saved
+#: config when unused, so configs without them read and save as before).
+LM_EVAL_KEYS = ("lm_eval_task", "include_path", "dataset_kwargs", "num_fewshot")
+
+
+class TaskSource(Section):
+    """What a pool and a benchmark share: a lai task by name, or an lm-eval task.
+
+    ``lm_eval_task: NAME`` (the extra ``lai[lm-eval]``) stands for the lai task
+    ``lm_eval:NAME`` (:mod:`lai.tasks.lm_eval_task`); its pool is a split of the task
+    (``train``, ``validation``, ``test``; a benchmark's default is the split lm-eval
+    evaluates on).
+    """
+
+    lm_eval_task: str | None = Field(None, description="an lm-evaluation-harness task (needs lai[lm-eval])")
+    include_path: Path | None = Field(None, description="lm_eval_task: a folder of lm-eval task YAMLs of your own")
+    dataset_kwargs: dict[str, Any] | None = Field(
+        None, description="lm_eval_task: overrides the task's dataset_kwargs, e.g. {data_files: {test: my.jsonl}}"
+    )
+    num_fewshot: int | None = Field(None, ge=0, description="lm_eval_task: few-shot examples (default: the task's)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lm_eval_entry(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("lm_eval_task") is None:
+            for key in LM_EVAL_KEYS[1:]:
+                if isinstance(data, dict) and data.get(key) is not None:
+                    raise ValueError(f"[{key}] only applies with lm_eval_task")
+            return data
+        name = data["lm_eval_task"]
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("[lm_eval_task] must be the name of an lm-eval task")
+        if data.get("task") not in (None, f"lm_eval:{name}"):
+            raise ValueError("give task or lm_eval_task, not both")
+        if data.get("path") is not None:
+            raise ValueError("[path] does not apply to lm_eval_task; point lm-eval at files with dataset_kwargs: {data_files: ...}")
+        try:
+            spec = lm_eval_task.make_spec(name, data.get("include_path"), data.get("dataset_kwargs"), data.get("num_fewshot"))
+            pool = lm_eval_task.check_spec(spec, data.get("pool") if cls is BenchmarkConfig else data.get("pool", "train"))
+            lm_eval_task.register(spec)
+        except ConfigError as error:
+            raise ValueError(f"[lm_eval_task] {error.message}" + (f" ({error.hint})" if error.hint else "")) from None
+        return {**data, "task": spec.lai_name, "pool": pool}
+
+    def lm_eval_spec(self) -> lm_eval_task.LmEvalSpec:
+        assert self.lm_eval_task is not None
+        return lm_eval_task.make_spec(self.lm_eval_task, self.include_path, self.dataset_kwargs, self.num_fewshot)
+
+    @model_serializer(mode="wrap")
+    def _hide_unused_lm_eval_keys(self, handler: Any) -> Any:
+        data = handler(self)
+        if self.lm_eval_task is None and isinstance(data, dict):
+            for key in LM_EVAL_KEYS:
+                data.pop(key, None)
+        return data
+
+
+class PoolConfig(TaskSource):
     """One training pool to draw questions from."""
 
     task: str = "gsm8k"
@@ -337,7 +405,7 @@ class TrainConfig(Section):
         return self
 
 
-class BenchmarkConfig(Section):
+class BenchmarkConfig(TaskSource):
     task: str = "gsm8k"
     pool: str = "test"
     limit: int | None = Field(None, ge=1, description="the first rows only")
@@ -422,6 +490,12 @@ class RunConfig(Section):
         # The registries are tables of names (their implementations load on first use), so
         # checking against them imports no backend; they use this module's types only for
         # annotations, so nothing they load at import time imports it back.
+        entries = [entry for entry in (*self.select.pools, *self.evaluate.benchmarks) if entry.lm_eval_task]
+        if entries:
+            try:
+                lm_eval_task.check_consistent([entry.lm_eval_spec() for entry in entries])
+            except ConfigError as error:
+                raise ValueError(error.message) from None
         for pool in self.select.pools:
             _check_pool(TASKS, pool.task, pool.pool, "select.pools")
         for bench in self.evaluate.benchmarks:
@@ -457,6 +531,8 @@ SANITY_LIMITS: tuple[tuple[str, float, str], ...] = (
 
 
 def _check_pool(tasks: Any, task: str, pool: str, where: str) -> None:
+    if task.startswith("lm_eval:"):  # checked when the entry was read (TaskSource)
+        return
     if task not in tasks:
         raise ValueError(f"{where}: unknown task {task!r}; choose one of {tasks.names()}")
     pools = tasks.get(task).pools
@@ -583,6 +659,29 @@ def _model_path(value: Any, base: Path) -> Any:
     return _absolute(value, base) if explicit or (base / value).exists() else value
 
 
+def _data_files(value: Any, base: Path) -> Any:
+    """lm-eval's ``data_files`` (a path, a list, or split -> path(s)) with local relative
+    paths made absolute; URLs (``hf://``, ``https://``) stay as they are."""
+    if isinstance(value, dict):
+        return {key: _data_files(item, base) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_data_files(item, base) for item in value]
+    if isinstance(value, str) and "://" not in value:
+        return _absolute(value, base)
+    return value
+
+
+def _lm_eval_paths(item: dict[str, Any], base: Path) -> dict[str, Any]:
+    """An lm_eval_task entry's folder of task YAMLs and its data files, relative to the config."""
+    item = dict(item)
+    if "include_path" in item:
+        item["include_path"] = _absolute(item["include_path"], base)
+    kwargs = item.get("dataset_kwargs")
+    if isinstance(kwargs, dict) and "data_files" in kwargs:
+        item["dataset_kwargs"] = {**kwargs, "data_files": _data_files(kwargs["data_files"], base)}
+    return item
+
+
 def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make the file paths of one config file absolute, relative to ``base`` (its folder).
 
@@ -601,6 +700,7 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
                 {**item, "path": _absolute(item["path"], base)} if isinstance(item, dict) and "path" in item else item
                 for item in part[key]
             ]
+            items = [_lm_eval_paths(item, base) if isinstance(item, dict) else item for item in items]
             raw[section] = {**part, key: items}
     target = raw.get("target")
     if isinstance(target, dict) and "model" in target:

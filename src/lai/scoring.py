@@ -79,13 +79,15 @@ def _loglikelihood_batch(target: Target, task: Task, batch: list[Sample], protoc
     for sample, item in zip(batch, items, strict=True):
         assert item is not None
         logliks = [next(values) for _ in item.continuations]
-        best = max(range(len(logliks)), key=logliks.__getitem__)
-        letter = LETTERS[best]
-        right = best == item.gold
-        reason = f"chose {letter} (log-likelihood {logliks[best]:.2f}), expected {LETTERS[item.gold]}"
-        metrics = {"acc": right, "acc_norm": lm_eval_acc_norm(item.continuations, logliks) == item.gold}
-        score = Score(right, letter, reason, metrics=metrics)
-        response = " ".join(f"{LETTERS[i]}={v:.3f}" for i, v in enumerate(logliks))
+        score = task.score_loglikelihoods(sample, item, logliks, protocol)
+        if score is None:
+            best = max(range(len(logliks)), key=logliks.__getitem__)
+            letter = LETTERS[best]
+            right = best == item.gold
+            reason = f"chose {letter} (log-likelihood {logliks[best]:.2f}), expected {LETTERS[item.gold]}"
+            metrics = {"acc": right, "acc_norm": lm_eval_acc_norm(item.continuations, logliks) == item.gold}
+            score = Score(right, letter, reason, metrics=metrics)
+        response = " ".join(f"{LETTERS[i] if i < len(LETTERS) else i}={v:.3f}" for i, v in enumerate(logliks))
         attempts.append(_attempt(task, sample, item.context, response, score, protocol))
     return attempts
 

@@ -153,6 +153,13 @@ class Task(ABC):
         """The options to rank by log-likelihood, for tasks that can be scored that way."""
         return None
 
+    def score_loglikelihoods(
+        self, sample: Sample, item: Choices, logliks: list[float], protocol: str = "paper"
+    ) -> Score | None:
+        """A task's own verdict on the options' log-likelihoods (lm-eval tasks hand them to
+        lm-eval's ``process_results``); None (the default): the most likely option is the answer."""
+        return None
+
     def group(self, sample: Sample) -> str | None:
         """A breakdown key (MMLU subject, GSM-Plus perturbation, BBH subtask), if any."""
         return None
