@@ -34,7 +34,14 @@ from rich.text import Text
 from lai.errors import LaiError, one_line, user_error
 
 if TYPE_CHECKING:
+    from lai.config import RunConfig
     from lai.report.compare import RunRow
+
+#: --include-path, on every command that names tasks.
+IncludePath = Annotated[
+    list[Path] | None,
+    typer.Option("--include-path", help="a folder of task files (or one task file); repeatable. See docs/task_files.md"),
+]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="LLMs-as-Instructors: models that learn from their mistakes.")
 console = Console(stderr=True)
@@ -106,9 +113,9 @@ def run(
         bool, typer.Option("--dry-run", help="collect errors, then estimate instructor requests, tokens and cost; send nothing")
     ] = False,
     max_cost: Annotated[float | None, typer.Option("--max-cost", help="stop the instruct stage at this spend (USD)")] = None,
+    include_path: IncludePath = None,
 ) -> None:
     """Run the loop; rerun the same command to resume an interrupted run."""
-    from lai.config import load_config
     from lai.pipeline import Pipeline
 
     if config is None:
@@ -118,7 +125,7 @@ def run(
     overrides = list(set_ or [])
     if max_cost is not None:
         overrides.append(f"instructor.max_cost={max_cost}")
-    cfg = load_config(config, overrides)
+    cfg = _load_with_includes(config, overrides, include_path)
     run_dir = run_dir or Path("runs") / cfg.name
     from lai.preflight import preflight
 
@@ -155,13 +162,17 @@ def validate(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a setting: key.path=value")] = None,
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="the run directory to check (default runs/<name>)")] = None,
     online: Annotated[bool, typer.Option("--online", help="also check that the instructor endpoint answers and lists the model")] = False,
+    include_path: IncludePath = None,
 ) -> None:
     """Check a config and everything it names (data files, models, embedders, URLs, the run
-    directory) without loading a model or sending a request; what lai run checks first."""
-    from lai.config import load_config
+    directory) without loading a model or sending a request; what lai run checks first.
+    Given a task file (a YAML file with a top-level task: key), check that instead."""
     from lai.preflight import preflight
 
-    cfg = load_config(config, set_ or [])
+    if _is_task_file(config):
+        _validate_task_file(config)
+        return
+    cfg = _load_with_includes(config, set_ or [], include_path)
     for note in preflight(cfg, run_dir or Path("runs") / cfg.name, online=online):
         console.print(f"  {note}", highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/]: {config} ({cfg.iterations} iteration(s), target {cfg.target.model})")
@@ -252,11 +263,14 @@ def eval_(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local benchmark folder")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="a data row a task cannot read stops the evaluation (default: skipped and counted)")] = False,
+    include_path: IncludePath = None,
 ) -> None:
     """Evaluate a model on benchmarks; per-item JSONL and summary.json in --out."""
     from rich.table import Table
 
     from lai.evaluation import evaluate_model
+
+    _register_includes(include_path)
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     if not names:
@@ -318,14 +332,72 @@ def _columns() -> tuple[object, ...]:
 
 
 @app.command()
-def tasks() -> None:
-    """List the benchmarks, their pools, and how they are scored."""
+def tasks(include_path: IncludePath = None) -> None:
+    """List the benchmarks, their pools, how they are scored, and where each comes from."""
     from lai.tasks import TASKS
+    from lai.tasks.from_file import origin_of
 
+    _register_includes(include_path)
     for name in TASKS.names():
         task = TASKS.get(name)()
         modes = ", ".join(f"{p}: {task.scoring_mode(p)}" for p in ("paper", "lm-eval"))
-        print(f"{name:15} pools: {', '.join(task.pools):12} scoring: {modes}")
+        print(f"{name:20} pools: {', '.join(task.pools):12} scoring: {modes:42} from: {origin_of(name)}")
+
+
+def _register_includes(include_path: list[Path] | None) -> list[str]:
+    from lai.tasks.from_file import register_task_files
+
+    return register_task_files(include_path or [])
+
+
+def _load_with_includes(config: Path, overrides: list[str], include_path: list[Path] | None) -> RunConfig:
+    """The config, with --include-path's folders registered first (the config's task names
+    are checked against them) and added to its include_path, so the config.yaml saved
+    with the run names them and a resume finds the same tasks."""
+    from lai.config import load_config
+
+    _register_includes(include_path)
+    cfg = load_config(config, overrides)
+    if not include_path:
+        return cfg
+    extra = [p.resolve() for p in include_path if p.resolve() not in cfg.include_path]
+    return cfg.model_copy(update={"include_path": [*cfg.include_path, *extra]})
+
+
+def _is_task_file(path: Path) -> bool:
+    import yaml
+
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return False
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(raw, dict) and "task" in raw and "select" not in raw
+
+
+def _validate_task_file(path: Path) -> None:
+    """Read the task file, build its task, read every pool it can reach offline."""
+    from lai.data import default_data_dir
+    from lai.errors import DataError
+    from lai.tasks.from_file import task_class
+
+    cls = task_class(path)
+    task = cls()
+    folder = default_data_dir()
+    for pool, source in task.pools.items():
+        local = pool in cls.local_files or (folder is not None and any((folder / f).is_file() for f in source.files))
+        if not local and source.hub:
+            console.print(f"  {pool}: hub dataset {source.hub[0]} (not downloaded to check)", highlight=False, soft_wrap=True)
+            continue
+        samples = task.load(pool)
+        skipped = task.skipped(pool)
+        note = f", {len(skipped)} row(s) it cannot read (e.g. {', '.join(skipped[:3])})" if skipped else ""
+        if not samples:
+            raise DataError(f"{path}: no row of {pool} could be read", hint="see the warnings above for why")
+        console.print(f"  {pool}: {len(samples)} rows{note}", highlight=False, soft_wrap=True)
+    instructor = "the instructor can write samples for it" if task.instructor_templates else "evaluation only"
+    console.print(f"[green]ok[/]: {path} (task {cls.name}, {task.spec.output_type}; {instructor})", highlight=False, soft_wrap=True)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

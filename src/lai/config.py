@@ -448,6 +448,9 @@ class RunConfig(Section):
     seed: int = 1234
     iterations: int = Field(1, ge=1)
     data_dir: Path | None = None
+    include_path: list[Path] = Field(
+        default_factory=list, description="folders (or files) of task files; their tasks join the built-in ones (docs/task_files.md)"
+    )
     strict_loading: bool = Field(
         False, description="a data row a task cannot read stops the run (default: it is skipped, and counted)"
     )
@@ -490,6 +493,10 @@ class RunConfig(Section):
         # The registries are tables of names (their implementations load on first use), so
         # checking against them imports no backend; they use this module's types only for
         # annotations, so nothing they load at import time imports it back.
+        if self.include_path:  # the user's task files join the registry before names are checked
+            from lai.tasks.from_file import register_task_files
+
+            register_task_files(self.include_path)
         entries = [entry for entry in (*self.select.pools, *self.evaluate.benchmarks) if entry.lm_eval_task]
         if entries:
             try:
@@ -693,6 +700,10 @@ def resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     base = base.resolve()
     if "data_dir" in raw:
         raw["data_dir"] = _absolute(raw["data_dir"], base)
+    if isinstance(raw.get("include_path"), list):
+        raw["include_path"] = [_absolute(item, base) for item in raw["include_path"]]
+    elif isinstance(raw.get("include_path"), str):
+        raw["include_path"] = [_absolute(raw["include_path"], base)]
     for section, key in (("select", "pools"), ("evaluate", "benchmarks")):
         part = raw.get(section)
         if isinstance(part, dict) and isinstance(part.get(key), list):
@@ -730,4 +741,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
 
 
 def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    data = config.model_dump(mode="json")
+    if not data["include_path"]:  # written only when used: runs without task files stay as they were
+        del data["include_path"]
+    return yaml.safe_dump(data, sort_keys=False)

@@ -36,7 +36,8 @@ from lai.instructor import prompts
 from lai.records import Sample, Score
 from lai.tasks import TASKS
 from lai.tasks.base import Choices, GenerationSpec, Prompt, ResolveRule, SampleRejected, Task
-from lai.tasks.choice import LETTERS, RESOLVE_SCHEMA as CHOICE_RESOLVE_SCHEMA, MultipleChoiceTask, parse_question, render_question
+from lai.tasks.choice import LETTERS, MultipleChoiceTask, parse_question, render_question
+from lai.tasks.choice import RESOLVE_SCHEMA as CHOICE_RESOLVE_SCHEMA
 from lai.tasks.metrics import Choice, ExactMatch, Filter, Metric, run_filters
 from lai.tasks.spec import PromptSpec, TaskSpec, Where, holds, read_spec, render, render_list
 
