@@ -73,10 +73,8 @@ class LoadedTarget:
         cfg = self.config.target
         protocol = bench.protocol if bench else "paper"
         tasks = {s.task: self.task(s.task) for s in samples}
-        if bench and bench.scoring != "auto":
-            mode = bench.scoring
-        else:
-            mode = tasks[samples[0].task].scoring_mode(protocol) if samples else "generate"
+        # "auto": each task as it scores (pools of a generation and a log-likelihood task collect together)
+        mode = bench.scoring if bench else "auto"
         job = AnswerJob(protocol, mode, cfg.batch_size, cfg.max_new_tokens)  # type: ignore[arg-type]
         if self.config.cluster.backend == "ray":
             return answer_and_score_sharded(

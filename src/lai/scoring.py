@@ -27,7 +27,8 @@ from lai.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["generate", "loglikelihood"]
+#: ``auto``: each task's own :meth:`Task.scoring_mode` (a collect stage over pools of several tasks).
+Mode = Literal["auto", "generate", "loglikelihood"]
 LETTERS = "ABCDEFGHIJ"
 
 
@@ -107,9 +108,10 @@ def answer_batches(
         by_task[sample.task].append(sample)
     for task_name, todo in by_task.items():
         task = tasks[task_name]
+        task_mode = task.scoring_mode(protocol) if mode == "auto" else mode
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            if mode == "loglikelihood":
+            if task_mode == "loglikelihood":
                 yield _loglikelihood_batch(target, task, batch, protocol)
             else:
                 yield _generate_batch(target, task, batch, protocol, max_new_tokens)

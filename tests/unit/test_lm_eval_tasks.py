@@ -246,3 +246,32 @@ def test_lai_and_lm_eval_agree_per_item(tiny_model_dir: Path, tmp_path: Path, mo
     for name in (GEN, MC):  # and the task scores match lm-eval's aggregate
         metric = "exact_match,number" if name == GEN else "acc,none"
         assert summary["tasks"][f"lm_eval:{name}"][metric] == pytest.approx(results["results"][name][metric])
+
+
+def test_a_whole_run_on_fakes_with_lm_eval_pools_and_benchmarks(tmp_path: Path) -> None:
+    """Both fixture tasks as pools (a generation and a log-likelihood task collected
+    together) and as benchmarks, the scripted target and instructor, the noop trainer."""
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the optional extra lai[lm-eval]")
+    from lai.pipeline import Pipeline
+
+    gen = {"lm_eval_task": GEN, "include_path": str(FIXTURES), "dataset_kwargs": data_files("gen")}
+    mc = {"lm_eval_task": MC, "include_path": str(FIXTURES), "dataset_kwargs": data_files("mc")}
+    raw = {
+        "name": "lm-eval-fake", "seed": 3,
+        "target": {"backend": "scripted", "model": "fake-model", "batch_size": 4},
+        "select": {"pools": [{**gen, "n": 4}, {**mc, "n": 3}]},
+        "instructor": {"backend": "scripted", "model": "fake-teacher", "concurrency": 1},
+        "strategy": {"name": "le", "budget": 6, "embedder": "hashing"},
+        "train": {"backend": "noop"},
+        "evaluate": {"benchmarks": [gen, mc]},
+    }  # fmt: skip
+    run = tmp_path / "run"
+    Pipeline(build_config(raw), run).run()
+    collect = [json.loads(line) for line in (run / "iter_01" / "collect.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in collect} == {f"lm_eval:{GEN}", f"lm_eval:{MC}"}
+    assert all(set(r["metrics"]) == {"acc,none", "acc_norm,none"} for r in collect if r["task"] == f"lm_eval:{MC}")
+    requests = [json.loads(line) for line in (run / "iter_01" / "instruct.jsonl").read_text().splitlines()]
+    assert requests and {r["template"] for r in requests} == {"le_lm_eval"}
+    assert (run / "iter_01" / "verified.jsonl").read_text().strip()
+    assert sorted(p.name for p in (run / "iter_01" / "eval").iterdir()) == [f"lm_eval:{GEN}-test.jsonl", f"lm_eval:{MC}-test.jsonl"]
+    assert f"lm_eval:{GEN}/test" in (run / "report.md").read_text()
