@@ -385,17 +385,20 @@ def _validate_task_file(path: Path) -> None:
     cls = task_class(path)
     task = cls()
     folder = default_data_dir()
+    notes = []  # printed once every pool has been read: a failure is the only line
     for pool, source in task.pools.items():
         local = pool in cls.local_files or (folder is not None and any((folder / f).is_file() for f in source.files))
         if not local and source.hub:
-            console.print(f"  {pool}: hub dataset {source.hub[0]} (not downloaded to check)", highlight=False, soft_wrap=True)
+            notes.append(f"{pool}: hub dataset {source.hub[0]} (not downloaded to check)")
             continue
         samples = task.load(pool)
         skipped = task.skipped(pool)
         note = f", {len(skipped)} row(s) it cannot read (e.g. {', '.join(skipped[:3])})" if skipped else ""
         if not samples:
             raise DataError(f"{path}: no row of {pool} could be read", hint="see the warnings above for why")
-        console.print(f"  {pool}: {len(samples)} rows{note}", highlight=False, soft_wrap=True)
+        notes.append(f"{pool}: {len(samples)} rows{note}")
+    for note in notes:
+        console.print(f"  {note}", highlight=False, soft_wrap=True)
     instructor = "the instructor can write samples for it" if task.instructor_templates else "evaluation only"
     console.print(f"[green]ok[/]: {path} (task {cls.name}, {task.spec.output_type}; {instructor})", highlight=False, soft_wrap=True)
 

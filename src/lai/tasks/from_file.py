@@ -39,7 +39,16 @@ from lai.tasks.base import Choices, GenerationSpec, Prompt, ResolveRule, SampleR
 from lai.tasks.choice import LETTERS, MultipleChoiceTask, parse_question, render_question
 from lai.tasks.choice import RESOLVE_SCHEMA as CHOICE_RESOLVE_SCHEMA
 from lai.tasks.metrics import Choice, ExactMatch, Filter, Metric, run_filters
-from lai.tasks.spec import PromptSpec, TaskSpec, Where, holds, read_spec, render, render_list
+from lai.tasks.spec import (
+    PromptSpec,
+    TaskSpec,
+    TemplateFailed,
+    Where,
+    holds,
+    read_spec,
+    render,
+    render_list,
+)
 
 FILES = Path(__file__).resolve().parent / "files"
 #: Task files shipped with lai: registry name -> file in FILES.
@@ -116,9 +125,8 @@ class FileTask(Task):
         if rows:
             try:
                 self.to_sample(rows[0], 0, pool)
-            except DataError as error:
-                if "row 0:" not in error.message:
-                    raise DataError(f"{error.message} (first row of {origin})", hint="fix the template or the data") from None
+            except TemplateFailed as error:
+                raise DataError(f"{error.message} (first row of {origin})", hint="fix the template or the data") from None
         return super().read_rows(rows, pool, origin, strict=strict, skipped=skipped)
 
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:

@@ -326,25 +326,29 @@ def check_templates(spec: TaskSpec, where: Where) -> None:
             raise ConfigError(f"{where(*key)}: expression syntax error: {error.message}") from None
 
 
+class TemplateFailed(DataError):
+    """A template or expression failed on a row (a missing field, a failing method call)."""
+
+
 def render(source: str, context: dict[str, Any], what: str) -> str:
     """A template rendered; a missing field or a failing expression is a DataError naming ``what``."""
     try:
         return ENV.from_string(source).render(context)
     except jinja2.UndefinedError as error:
-        raise DataError(f"{what}: {error.message}") from None
+        raise TemplateFailed(f"{what}: {error.message}") from None
     except jinja2.TemplateError as error:
-        raise DataError(f"{what}: {error}") from None
+        raise TemplateFailed(f"{what}: {error}") from None
     except Exception as error:  # noqa: BLE001 - a template's Python (.index of a missing item, ...)
-        raise DataError(f"{what}: {type(error).__name__}: {error}") from None
+        raise TemplateFailed(f"{what}: {type(error).__name__}: {error}") from None
 
 
 def holds(source: str, context: dict[str, Any], what: str) -> bool:
     try:
         return bool(ENV.compile_expression(source, undefined_to_none=False)(context))
     except jinja2.UndefinedError as error:
-        raise DataError(f"{what}: {error.message}") from None
+        raise TemplateFailed(f"{what}: {error.message}") from None
     except Exception as error:  # noqa: BLE001
-        raise DataError(f"{what}: {type(error).__name__}: {error}") from None
+        raise TemplateFailed(f"{what}: {type(error).__name__}: {error}") from None
 
 
 def render_list(source: str | list[str], context: dict[str, Any], what: str) -> list[str]:
@@ -356,7 +360,7 @@ def render_list(source: str | list[str], context: dict[str, Any], what: str) -> 
     try:
         value = ast.literal_eval(rendered)
     except (ValueError, SyntaxError):
-        raise DataError(f"{what}: renders to {rendered[:60]!r}, not a list of options") from None
+        raise TemplateFailed(f"{what}: renders to {rendered[:60]!r}, not a list of options") from None
     if not isinstance(value, list | tuple):
-        raise DataError(f"{what}: renders to {rendered[:60]!r}, not a list of options")
+        raise TemplateFailed(f"{what}: renders to {rendered[:60]!r}, not a list of options")
     return [str(v) for v in value]

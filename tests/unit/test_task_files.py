@@ -1,0 +1,299 @@
+"""Task files (lai.tasks.spec, lai.tasks.from_file): what they read, and a table of bad
+task files, each one line naming the file, the key and the line (issue 16, item 1).
+
+The table runs the real ``lai`` command (``validate``, ``tasks``, ``run``) in a forked
+child per case, like tests/unit/test_bad_inputs.py: exit status 2, one ``error:`` line on
+stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lai.records import Sample
+from lai.tasks import TASKS, get_task
+from lai.tasks.from_file import FileTask, forget_user_tasks, register_task_files, task_class
+from lai.tasks.metrics import METRICS, Metric, Verdict
+
+GOOD = """\
+task: my_task
+dataset_path: json
+dataset_kwargs:
+  data_files: {train: train.jsonl, test: test.jsonl}
+training_split: train
+test_split: test
+doc_to_text: "{{ q }}"
+doc_to_target: "{{ a }}"
+filter_list:
+  - name: last-number
+    filter:
+      - {function: regex, regex_pattern: "(-?[0-9.]+)", group_select: -1}
+metric_list:
+  - {metric: exact_match, ignore_case: true}
+lai:
+  id_field: id
+  instructor:
+    description: adding small numbers
+    rules:
+      - {check: "question is search('[0-9]')", reason: no number}
+"""
+ROWS = [{"id": f"r{i}", "q": f"What is {i} + 1?", "a": str(i + 1)} for i in range(6)]
+
+
+def write_task(folder: Path, text: str = GOOD, name: str = "my_task.yaml", rows: list[dict] | None = None) -> Path:
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (rows or ROWS)))
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def edit(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    forget_user_tasks()
+    yield
+    forget_user_tasks()
+
+
+# ---- what a task file reads ------------------------------------------------------------------
+
+
+def test_a_task_file_is_a_task(tmp_path: Path) -> None:
+    task = task_class(write_task(tmp_path))()
+    samples = task.load("test")
+    assert [s.id for s in samples][:2] == ["my_task/test/r0", "my_task/test/r1"]
+    assert task.prompt(samples[1]) == [{"role": "user", "content": "What is 1 + 1?"}]
+    assert task.prompt(samples[1], "lm-eval") == "What is 1 + 1?"
+    assert task.score(samples[1], "so it is 2").correct
+    assert task.score(samples[1], "so it is 3").reason == "final answer 3, expected 2"
+    assert task.score(samples[1], "no idea").extracted is None
+    assert task.instructor_templates == {k: f"{k}_task_my_task" for k in ("le", "lec", "random")}
+    assert task.resolve_rule is None
+    question, solution, answer = task.check_generated({"question": "What is 4 + 4?", "solution": "4 + 4 = 8", "answer": "8"})
+    assert (question, answer) == ("What is 4 + 4?", "8")
+    with pytest.raises(ValueError, match="no number"):
+        task.check_generated({"question": "What is four plus four?", "solution": "8", "answer": "8"})
+    assert task.training_target("4 + 4 = 8", "8") == "4 + 4 = 8\nThe answer is 8."
+
+
+def test_csv_and_parquet_data_and_several_files_per_split(tmp_path: Path) -> None:
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with (tmp_path / "a.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["id", "q", "a"])
+        writer.writeheader()
+        writer.writerows(ROWS[:3])
+    pq.write_table(pa.Table.from_pylist(ROWS[3:]), tmp_path / "b.parquet")
+    text = edit("data_files: {train: train.jsonl, test: test.jsonl}", "data_files: {train: train.jsonl, test: [a.csv, b.parquet]}")
+    task = task_class(write_task(tmp_path, text))()
+    assert [s.reference for s in task.load("test")] == [r["a"] for r in ROWS]
+
+
+def test_numeric_metric_with_tolerance_and_a_registered_metric(tmp_path: Path) -> None:
+    text = edit("- {metric: exact_match, ignore_case: true}", "- {metric: numeric, tolerance: 0.5}")
+    task = task_class(write_task(tmp_path, text))()
+    sample = task.load("test")[2]  # reference 3
+    assert task.score(sample, "about 3.4").correct and not task.score(sample, "about 3.6").correct
+
+    class Always(Metric):  # how another module (the LLM judge) adds a metric
+        def verdict(self, extracted: str, sample: Sample) -> Verdict:
+            return Verdict(True, extracted, sample.reference)
+
+    METRICS.register("always_test", Always)
+    try:
+        text = edit("- {metric: exact_match, ignore_case: true}", "- {metric: always_test}\n  - {metric: exact_match}")
+        task = task_class(write_task(tmp_path, text))()
+        score = task.score(sample, "it is 9")
+        assert score.correct and score.metrics == {"always_test,last-number": True, "exact_match,last-number": False}
+    finally:
+        METRICS.unregister("always_test")
+
+
+def test_include_path_registers_user_tasks_and_skips_other_yaml(tmp_path: Path) -> None:
+    write_task(tmp_path)
+    (tmp_path / "config.yaml").write_text("name: x\n")  # a run config beside it: not a task
+    assert register_task_files([tmp_path]) == ["my_task"]
+    assert register_task_files([tmp_path]) == ["my_task"]  # the same file again: a no-op
+    assert isinstance(get_task("my_task"), FileTask)
+    forget_user_tasks()
+    assert "my_task" not in TASKS
+
+
+def test_the_shipped_task_files_are_registered_under_their_own_names() -> None:
+    for name in ("gsm8k_yaml", "arc_challenge_yaml"):
+        assert TASKS.get(name).name == name
+
+
+# ---- the table of bad task files -------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[Path], list[str]]
+    needles: tuple[str, ...]
+
+
+def validate(text: str, rows: list[dict] | None = None) -> Callable[[Path], list[str]]:
+    return lambda f: ["validate", str(write_task(f, text, rows=rows))]
+
+
+def include(text: str, command: str = "tasks") -> Callable[[Path], list[str]]:
+    def make(folder: Path) -> list[str]:
+        (folder / "tasks").mkdir()
+        write_task(folder / "tasks", text)
+        return [command, "--include-path", str(folder / "tasks")]
+
+    return make
+
+
+def run_config(text: str) -> Callable[[Path], list[str]]:
+    def make(folder: Path) -> list[str]:
+        write_task(folder, text)
+        config = {
+            "name": "t", "include_path": ["."], "target": {"backend": "scripted", "model": "m"},
+            "select": {"pools": [{"task": "my_task", "pool": "train", "n": 2}]}, "instructor": {"backend": "scripted"},
+            "train": {"backend": "noop"}, "evaluate": {"benchmarks": [{"task": "my_task", "pool": "test"}]},
+        }  # fmt: skip
+        (folder / "run.yaml").write_text(yaml.safe_dump(config))
+        return ["validate", str(folder / "run.yaml")]
+
+    return make
+
+
+def two_files(folder: Path) -> list[str]:
+    write_task(folder, GOOD, "one.yaml")
+    write_task(folder, GOOD, "two.yaml")
+    return ["tasks", "--include-path", str(folder)]
+
+
+CASES = [
+    Case("missing doc_to_text", validate(edit('doc_to_text: "{{ q }}"\n', "")), ("my_task.yaml:1", "doc_to_text", "missing")),
+    Case("unknown key", validate(GOOD + "doc_to_txt: x\n"), ("my_task.yaml:21", "doc_to_txt", "unknown key")),
+    Case("duplicate key", validate(GOOD + "doc_to_text: x\n"), ("my_task.yaml", "doc_to_text", "appears twice", "line 7")),
+    Case("not YAML", validate("task: [x\n"), ("my_task.yaml", "not valid YAML", "line 2")),
+    Case("a list, not a mapping", validate("- task\n"), ("my_task.yaml", "mapping")),
+    Case("unknown metric", validate(edit("metric: exact_match", "metric: exact_mach")), ("my_task.yaml:14", "metric_list", "unknown metric 'exact_mach'")),
+    Case("metric option", validate(edit("ignore_case: true", "ignore_cases: true")), ("my_task.yaml:14", "ignore_cases")),
+    Case("metric regex", validate(edit("ignore_case: true", "regexes_to_ignore: ['(']")), ("my_task.yaml:14", "metric_list", "does not compile")),
+    Case("filter regex", validate(edit('regex_pattern: "(-?[0-9.]+)"', 'regex_pattern: "(-?[0-9.]+"')), ("my_task.yaml:12", "filter_list", "does not compile")),
+    Case("unknown filter", validate(edit("function: regex,", "function: regexp,")), ("my_task.yaml:12", "unknown filter function 'regexp'")),
+    Case("template syntax", validate(edit('doc_to_text: "{{ q }}"', 'doc_to_text: "{{ q }"')), ("my_task.yaml:7", "doc_to_text", "template syntax error")),
+    Case("expression syntax", validate(edit("question is search('[0-9]')", "question is (")), ("my_task.yaml:20", "lai.instructor.rules.0.check", "syntax")),
+    Case("missing field", validate(edit('doc_to_target: "{{ a }}"', 'doc_to_target: "{{ answer }}"')), ("doc_to_target", "'answer' is undefined", "first row")),
+    Case("data file missing", validate(edit("test: test.jsonl}", "test: nope.jsonl}")), ("nope.jsonl", "not found", "my_task.yaml:4")),
+    Case("no split", validate(edit("training_split: train\ntest_split: test\n", "")), ("my_task.yaml", "split")),
+    Case("split without data", validate(edit("test_split: test", "test_split: dev")), ("my_task.yaml", "'dev' has no data file")),
+    Case("bad task name", validate(edit("task: my_task", "task: 'my task'")), ("my_task.yaml:1", "task", "not a task name")),
+    Case("lm-eval key lai does not read", validate(GOOD + "process_docs: x\n"), ("my_task.yaml:21", "process_docs", "not supported")),
+    Case("!function", validate(GOOD + "process_results: !function utils.process\n"), ("my_task.yaml", "not valid YAML", "line 21", "!function")),
+    Case("choice without options", validate(edit("task: my_task", "task: my_task\noutput_type: multiple_choice")), ("doc_to_choice",)),
+    Case("choices not a list", validate(edit("task: my_task", "task: my_task\noutput_type: multiple_choice\ndoc_to_choice: '{{ q }}'")), ("doc_to_choice", "not a list")),
+    Case("no such instructor template", validate(GOOD + "    templates: {le: le_nonexistent}\n"), ("my_task.yaml:21", "lai.instructor.templates.le", "le_nonexistent")),
+    Case("clash with a built-in", include(edit("task: my_task", "task: gsm8k")), ("my_task.yaml:1", "'gsm8k' is a built-in task")),
+    Case("two files, one name", two_files, ("two.yaml:1", "also defined by", "one.yaml")),
+    Case("include path missing", lambda f: ["tasks", "--include-path", str(f / "nope")], ("include path not found", "nope")),
+    Case("bad file through a run config", run_config(edit("metric: exact_match", "metric: f1")), ("my_task.yaml:14", "unknown metric 'f1'")),
+    Case("bad file through lai eval", include(edit("metric: exact_match", "metric: f1"), "eval"), ("unknown metric 'f1'",)),
+]
+
+
+def run_forked(args: list[str], cwd: Path, out: Path) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 70
+    try:
+        os.chdir(cwd)
+        os.environ["COLUMNS"] = "400"
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(out / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - the child ends with os._exit
+        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.argv = ["lai", *args]
+        logging.root.handlers.clear()
+        from lai.cli import main
+
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported through stderr and the exit status
+        traceback.print_exc()
+        code = 99
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
+    import lai.cli  # noqa: F401 - imported once, shared by the forked cases
+    import lai.tasks.from_file  # noqa: F401
+
+    results = {}
+    for case in CASES:  # one at a time: a case may register tasks in its own child only
+        folder = tmp_path_factory.mktemp("case")
+        args = case.make(folder)
+        if args[0] == "eval":
+            args += ["--model", "m", "--backend", "scripted", "--tasks", "my_task", "--out", str(folder / "out")]
+        streams = tmp_path_factory.mktemp("streams")
+        pid = run_forked(args, folder, streams)
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        results[case.name] = (code, (streams / "stderr").read_text(errors="replace"))
+    return results
+
+
+def test_the_table_is_distinct() -> None:
+    assert len({case.name for case in CASES}) == len(CASES) >= 20
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_a_bad_task_file_is_one_line_naming_it(case: Case, outcomes: dict[str, tuple[int, str]]) -> None:
+    code, stderr = outcomes[case.name]
+    assert code == 2, f"exit {code}\n{stderr}"
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    for needle in case.needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def test_a_good_task_file_validates(tmp_path: Path) -> None:
+    path = write_task(tmp_path)
+    pid = run_forked(["validate", str(path)], tmp_path, tmp_path)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, (tmp_path / "stderr").read_text()
+    assert "ok:" in (tmp_path / "stderr").read_text() and "test: 6 rows" in (tmp_path / "stderr").read_text()
+
+
+def test_the_docs_name_every_key() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "task_files.md").read_text()
+    for key in textwrap.dedent("""
+        task output_type dataset_path dataset_name dataset_kwargs data_files training_split validation_split
+        test_split doc_to_text doc_to_target doc_to_choice target_delimiter generation_kwargs until max_gen_toks
+        filter_list metric_list regex_pattern group_select take_first exact_match ignore_case ignore_punctuation
+        regexes_to_ignore numeric tolerance choice_letter id_field data_folder required_fields require
+        reference_solution prompt chat instructor sample_schema training_target rules resolve resolve_template
+        resolve_schema templates example description include_path --include-path llm_judge METRICS.register
+    """).split():
+        assert f"`{key}" in docs, key
