@@ -14,7 +14,6 @@ from typing import Any
 import yaml
 
 from lai import __version__
-from lai.config import EMBEDDED_MODEL
 from lai.export.rows import SPLIT
 from lai.manifest import now
 from lai.records import GeneratedSample
@@ -29,6 +28,7 @@ from lai.report.vocabulary import (
     change_points,
     contamination_rows,
     dedup_embedder,
+    embedded_instructor,
     glossary_markdown,
     local_server_name,
     markdown_table,
@@ -116,11 +116,10 @@ def _limitations(
     config: dict[str, Any], strategy: str, sources: dict[int, str], include_dropped: bool, benchmarks: list[str]
 ) -> list[str]:
     instructor = config.get("instructor") or {}
-    local = instructor.get("local") or {}
     verify = config.get("verify") or {}
     notes = []
     if not trains_on_real_rows(config.get("strategy")):
-        if local.get("enabled") and local.get("model") == EMBEDDED_MODEL:
+        if embedded_instructor(config):
             notes.append(
                 "The instructor is the embedded SmolLM2-135M-Instruct (135M parameters), chosen because it "
                 "runs with no network, not for quality: it often copies the prompt or writes wrong or "

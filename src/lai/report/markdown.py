@@ -3,7 +3,8 @@
 Built only from the run directory (config, manifest, stage summaries, records), so
 ``lai report RUN_DIR`` can rebuild it at any time, also for a run still in progress.
 Sections whose files a run does not have (an older run, or one still in progress) are
-left out rather than shown empty.
+left out rather than shown empty. The words and rules it shares with report.html, the
+terminal summary, ``lai compare`` and the dataset card are :mod:`lai.report.vocabulary`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lai.config import EMBEDDED_MODEL
 from lai.manifest import HEARTBEAT_S
 from lai.quality.diagnoses import NO_DIAGNOSIS, NO_USABLE_DIAGNOSIS, NOT_DIAGNOSES
 from lai.records import Attempt, GeneratedSample
@@ -30,6 +30,7 @@ from lai.report.vocabulary import (
     WELL_FORMED,
     change_points,
     contamination_rows,
+    embedded_instructor,
     glossary_markdown,
     local_server_name,
     markdown_table,
@@ -491,7 +492,7 @@ def build_report(run_dir: Path) -> Report:
     direct = trains_on_real_rows(strategy_cfg)
     intro = BASELINE_INTRO if direct else INTRO
     preamble = [intro.format(strategy=strategy, strategy_words=strategy_words(strategy_cfg))]
-    if local.get("enabled") and local.get("model") == EMBEDDED_MODEL and not direct:
+    if embedded_instructor(config) and not direct:
         preamble.append(WEAK_INSTRUCTOR.format(server=local_server_name(local)))
     target = (config.get("target") or {}).get("model", "?")
     if direct:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lai.config import EMBEDDED_MODEL
 from lai.instructor.ledger import cost_of
 from lai.records import InstructRecord
 from lai.store import RunStore, read_records
@@ -121,6 +122,13 @@ def local_server_name(local: Mapping[str, Any]) -> str:
     """What serves a local instructor (``instructor.local.server``; runs saved before it
     existed used llama.cpp): the report and the dataset card say the same."""
     return "vLLM" if local.get("server") == "vllm" else "llama.cpp"
+
+
+def embedded_instructor(config: Mapping[str, Any]) -> bool:
+    """Whether the instructor is the embedded SmolLM2 on a local server: the demo's weak
+    instructor, which report.md and the dataset card both warn about."""
+    local = (config.get("instructor") or {}).get("local") or {}
+    return bool(local.get("enabled")) and local.get("model") == EMBEDDED_MODEL
 
 
 def dedup_embedder(config: Mapping[str, Any]) -> str | None:
