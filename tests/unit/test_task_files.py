@@ -297,3 +297,13 @@ def test_the_docs_name_every_key() -> None:
         resolve_schema templates example description include_path --include-path llm_judge METRICS.register
     """).split():
         assert f"`{key}" in docs, key
+
+
+def test_a_hub_dataset_is_named_and_not_fetched_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LAI_DATA_DIR", str(tmp_path / "no-data"))
+    text = edit("dataset_path: json\ndataset_kwargs:\n  data_files: {train: train.jsonl, test: test.jsonl}\n", "dataset_path: someone/my_dataset\ndataset_name: main\n")
+    task = task_class(write_task(tmp_path, text))()
+    assert task.pools["test"].hub == ("someone/my_dataset", "main", "test")
+    with pytest.raises(Exception, match=r"hub dataset someone/my_dataset \(main\) split test \(skipped: HF_HUB_OFFLINE"):
+        task.load("test")

@@ -200,24 +200,32 @@ class FileTask(Task):
         return Choices(self.prompt(sample, protocol), letters, gold)
 
     def score(self, sample: Sample, response: str, protocol: str = "paper") -> Score:
+        return self.score_many([sample], [response], protocol)[0]
+
+    def score_many(self, samples: list[Sample], responses: list[str], protocol: str = "paper") -> list[Score]:
+        """Every filter pipeline, then every metric on its answers, a batch at a time (a
+        metric that asks an endpoint, the LLM judge, sees the whole batch). The first
+        pipeline and metric make the score; with more, each pair is in ``Score.metrics``."""
         self.check_protocol(protocol)
-        options = sample.meta.get("options", {})
-        verdicts: dict[str, bool] = {}
-        first: Score | None = None
+        table: list[list[Score]] = [[] for _ in samples]
+        names: list[str] = []
         for filter_name, steps in self.filters:
-            extracted = run_filters(steps, response, options)
+            extracted = [run_filters(steps, r, s.meta.get("options", {})) for s, r in zip(samples, responses, strict=True)]
             for metric_name, metric in self.metrics:
-                if extracted is None:
-                    score = Score(False, None, self._nothing_found(steps))
-                else:
-                    verdict = metric.verdict(extracted, sample)
-                    score = Score(verdict.correct, verdict.shown, self._reason(metric, verdict.correct, verdict.shown, verdict.gold))
-                first = first or score
-                verdicts[f"{metric_name},{filter_name}"] = score.correct
-        assert first is not None
-        if len(verdicts) > 1:
-            return Score(first.correct, first.extracted, first.reason, metrics=verdicts)
-        return first
+                names.append(f"{metric_name},{filter_name}")
+                verdicts = metric.verdict_many(extracted, samples, responses)
+                for row, answer, verdict in zip(table, extracted, verdicts, strict=True):
+                    if answer is None or verdict is None:
+                        row.append(Score(False, None, self._nothing_found(steps)))
+                    else:
+                        reason = verdict.reason or self._reason(metric, verdict.correct, verdict.shown, verdict.gold)
+                        row.append(Score(verdict.correct, verdict.shown, reason))
+        if len(names) == 1:
+            return [row[0] for row in table]
+        return [
+            Score(row[0].correct, row[0].extracted, row[0].reason, metrics={n: sc.correct for n, sc in zip(names, row, strict=True)})
+            for row in table
+        ]
 
     @staticmethod
     def _nothing_found(steps: list[Filter]) -> str:

@@ -128,6 +128,7 @@ class Verdict:
     correct: bool
     shown: str  # the answer as compared (after the metric's normalisation)
     gold: str
+    reason: str = ""  # the metric's own words for the verdict (a judge's); empty: lai's wording
 
 
 class Metric:
@@ -150,6 +151,11 @@ class Metric:
 
     def normalize(self, text: str) -> str | None:
         return text.strip() or None
+
+    def verdict_many(self, extracted: list[str | None], samples: list[Sample], responses: list[str]) -> list[Verdict | None]:
+        """A batch of verdicts (None where no answer was extracted); a metric that asks an
+        endpoint overrides this to send the batch at once."""
+        return [None if e is None else self.verdict(e, s) for e, s in zip(extracted, samples, strict=True)]
 
     def verdict(self, extracted: str, sample: Sample) -> Verdict:
         shown, gold = self.normalize(extracted), self.normalize(sample.reference)
@@ -213,3 +219,4 @@ METRICS: Registry[type[Metric]] = Registry("metric")
 METRICS.register("exact_match", ExactMatch)
 METRICS.register("numeric", Numeric)
 METRICS.register("choice", Choice)
+METRICS.register("llm_judge", "lai.judge:LLMJudge")  # imported when a task file names it
