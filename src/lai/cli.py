@@ -264,6 +264,9 @@ def eval_(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="local benchmark folder")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="a data row a task cannot read stops the evaluation (default: skipped and counted)")] = False,
     include_path: IncludePath = None,
+    judge_base_url: Annotated[str | None, typer.Option("--judge-base-url", help="an OpenAI-compatible endpoint for tasks scored by llm_judge")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="the judge's model name at --judge-base-url")] = None,
+    judge_api_key_env: Annotated[str | None, typer.Option("--judge-api-key-env", help="NAME of the variable with the judge's key")] = None,
 ) -> None:
     """Evaluate a model on benchmarks; per-item JSONL and summary.json in --out."""
     from rich.table import Table
@@ -278,11 +281,18 @@ def eval_(
     if scoring not in {"auto", "generate", "loglikelihood"}:
         raise LaiError(f"unknown --scoring {scoring!r}", hint="auto, generate or loglikelihood")
     out = out or Path("runs") / f"eval-{protocol}"
+    judge = None
+    if judge_base_url or judge_model:
+        if not (judge_base_url and judge_model):
+            raise LaiError("--judge-base-url and --judge-model go together", hint="give both, or neither")
+        from lai.judge import JudgeEndpoint
+
+        judge = JudgeEndpoint(base_url=judge_base_url, model=judge_model, api_key_env=judge_api_key_env)
     with Progress(*_columns(), console=console) as progress:
         summary = evaluate_model(
             model, names, out, protocol=protocol, limit=limit, seed=seed, pool=pool, scoring=scoring,
             backend=backend, batch_size=batch_size, max_new_tokens=max_new_tokens, data_dir=data_dir,
-            progress=RichProgress(progress), strict=strict,
+            progress=RichProgress(progress), strict=strict, judge=judge,
         )  # fmt: skip
     table = Table(title=f"{model} ({protocol})")
     for column in ("task", "score", "n", "other metrics", "scoring"):
@@ -295,6 +305,11 @@ def eval_(
         )  # fmt: skip
     console.print(table)
     for name, result in summary["tasks"].items():
+        for key, agreed in result.get("judge_agreement", {}).items():
+            console.print(
+                f"{name}: {key} agrees with {agreed['exact_match']} on {agreed['agree']} of {agreed['n']} items "
+                f"({100 * agreed['rate']:.1f}%; judge only right: {agreed['judge_only']}, exact match only: {agreed['exact_only']})"
+            )
         if result.get("skipped"):
             console.print(f"{name}: skipped {result['skipped']} row(s) it cannot read (see the warnings; --strict stops instead)")
     console.print(f"per-item records and summary.json in {out}")
@@ -341,7 +356,7 @@ def tasks(include_path: IncludePath = None) -> None:
     for name in TASKS.names():
         task = TASKS.get(name)()
         modes = ", ".join(f"{p}: {task.scoring_mode(p)}" for p in ("paper", "lm-eval"))
-        print(f"{name:20} pools: {', '.join(task.pools):12} scoring: {modes:42} from: {origin_of(name)}")
+        print(f"{name:20} pools: {', '.join(task.pools):17} scoring: {modes:42} from: {origin_of(name)}")
 
 
 def _register_includes(include_path: list[Path] | None) -> list[str]:

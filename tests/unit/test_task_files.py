@@ -307,3 +307,15 @@ def test_a_hub_dataset_is_named_and_not_fetched_offline(tmp_path: Path, monkeypa
     assert task.pools["test"].hub == ("someone/my_dataset", "main", "test")
     with pytest.raises(Exception, match=r"hub dataset someone/my_dataset \(main\) split test \(skipped: HF_HUB_OFFLINE"):
         task.load("test")
+
+
+def test_the_lai_filters() -> None:
+    from lai.tasks.metrics import Filter, run_filters
+
+    def run(function: str, text: str, options: dict[str, str] | None = None) -> str | None:
+        return run_filters([Filter(function, {})], text, options or {})
+
+    assert run("code_block", "Here:\n```python\ndef f():\n    return 1\n```\nDone") == "def f():\n    return 1"
+    assert run("number", "$1,234.50") == "1234.5" and run("number", "many") is None
+    assert run("choice_letter", "I pick **(C)**", {"A": "x", "B": "y", "C": "z"}) == "C"
+    assert run("whole", "  all of it \n") == "all of it"

@@ -66,6 +66,9 @@ class Filter:
             return normalize_number(text) or INVALID
         if self.function == "choice_letter":
             return extract_letter(text, options_of_sample) or INVALID
+        if self.function == "code_block":
+            blocks = _CODE_BLOCK.findall(text)
+            return blocks[0].strip() if blocks else text.strip() or INVALID
         raise AssertionError(self.function)  # the spec's validation refuses unknown names
 
 
@@ -81,7 +84,9 @@ FILTER_OPTIONS: dict[str, frozenset[str]] = {
     "whole": frozenset(),
     "number": frozenset(),
     "choice_letter": frozenset(),
+    "code_block": frozenset(),
 }
+_CODE_BLOCK = re.compile(r"```[\w+-]*[^\S\n]*\n(.*?)```", re.DOTALL)
 
 
 def compile_patterns(value: Any) -> list[re.Pattern[str]]:
