@@ -11,8 +11,9 @@ models, protocols or settings.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lai.errors import ConfigError, LaiError
 from lai.models import TARGETS
@@ -24,6 +25,9 @@ from lai.scoring import answer_and_score, summarize
 from lai.store import atomic_write_json, read_json
 from lai.tasks import get_task
 from lai.tasks.base import PROTOCOLS, Task
+
+if TYPE_CHECKING:
+    from lai.judge import JudgeEndpoint
 
 
 def pick_pool(task: Task, pool: str | None) -> str:
@@ -67,9 +71,12 @@ def evaluate_model(
     target_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
     strict: bool = False,
+    judge: JudgeEndpoint | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on ``task_names``; a row a task cannot read is skipped and counted
-    (``skipped`` in the summary) unless ``strict``."""
+    (``skipped`` in the summary) unless ``strict``. ``judge``: the endpoint of tasks scored
+    by an LLM judge (its verdicts cached in ``<out>/judge_cache.sqlite`` unless it names a
+    cache); where a task has both, the summary says how often judge and exact match agree."""
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}", hint=f"choose one of: {', '.join(PROTOCOLS)}")
     if not task_names:
@@ -88,7 +95,13 @@ def evaluate_model(
         "model": model, "backend": backend, "protocol": protocol, "limit": limit, "seed": seed, "pool": pool,
         "scoring": scoring, "max_new_tokens": max_new_tokens, "tasks": sorted(task_names),
     }  # fmt: skip
+    if judge is not None:  # verdicts of another judge are not to be mixed in on resume
+        settings["judge"] = f"{judge.model} at {judge.base_url}"
     _guard_output(out, settings)
+    if judge is not None:
+        from lai import judge as judging
+
+        judging.set_default_endpoint(judge if judge.cache_path else replace(judge, cache_path=str(out / "judge_cache.sqlite")))
     target = TARGETS.build(backend, model, batch_size=batch_size, **(target_options or {}))
     started = time.monotonic()
     results: dict[str, Any] = {}
@@ -101,6 +114,11 @@ def evaluate_model(
                 mode=modes[name], progress=progress, label=f"{name} ({protocol})",  # type: ignore[arg-type]
             )  # fmt: skip
             results[name] = {**summarize(attempts), "scoring": modes[name], "seconds": round(time.monotonic() - task_started, 2)}
+            if any(key.startswith("llm_judge,") for a in attempts for key in a.metrics):
+                from lai.judge import agreement
+
+                if found := agreement(attempts):
+                    results[name]["judge_agreement"] = found
             if skipped := task.skipped(pick_pool(task, pool)):
                 results[name]["skipped"] = len(skipped)
         summary = {
@@ -112,5 +130,9 @@ def evaluate_model(
         }
     finally:
         target.close()
+        if judge is not None:
+            from lai import judge as judging
+
+            judging.set_default_endpoint(None)
     atomic_write_json(out / "summary.json", summary)
     return summary
