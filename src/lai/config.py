@@ -477,6 +477,12 @@ class RunConfig(Section):
             )
         return value
 
+    @property
+    def checks_embedder(self) -> str:
+        """The embedder of the duplicate, contamination and diagnosis checks: ``verify.embedder``,
+        else the strategy's (the report reads a saved run's with report.vocabulary.dedup_embedder)."""
+        return self.verify.embedder or self.strategy.embedder
+
     @model_validator(mode="after")
     def _sane_sizes(self) -> RunConfig:
         # Numbers that validate but would run for years or diverge are typos; say why.

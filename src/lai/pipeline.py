@@ -53,7 +53,7 @@ from lai.store import (
 from lai.strategies import STRATEGIES
 from lai.strategies.base import Strategy
 from lai.train import TRAINERS
-from lai.train.base import TrainExample
+from lai.train.base import training_example
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class Pipeline:
         tasks = {s.task: self.pools.task(s.task) for s in samples}
         before = sum(s.kept for s in samples)
         cfg = self.config.verify
-        embedder = functools.cache(lambda: build_embedder(cfg.embedder or self.config.strategy.embedder, embedding_cache()))
+        embedder = functools.cache(lambda: build_embedder(self.config.checks_embedder, embedding_cache()))
 
         def contamination() -> ContaminationIndex:
             benches = {key: [(s.id, s.question) for s in rows] for key, (_, rows) in self.pools.benchmarks().items()}
@@ -241,12 +241,7 @@ class Pipeline:
         if not samples:
             log.warning("iteration %d: no generated sample passed the checks; the model is not trained", k)
             return {"model": model, "examples": 0, "trained": False, "skipped": "no samples kept"}
-        examples = []
-        for sample in samples:
-            task = self.pools.task(sample.task)
-            examples.append(
-                TrainExample(task.prompt(task.training_sample(sample.question)), task.training_target(sample.solution, sample.answer))
-            )
+        examples = [training_example(self.pools.task(s.task), s) for s in samples]
         self.target.release()  # free the inference copy before training loads its own
         trainer = TRAINERS.build(
             self.config.train.backend, self.config.train, seed=self.config.seed + k, progress=self.progress,
@@ -293,7 +288,7 @@ class Pipeline:
             name: {"n": len(ids), "fixed": sum(i in fixed for i in ids), "rate": rate(sum(i in fixed for i in ids), len(ids))}
             for name, ids in groups.items()
         }
-        embedder = build_embedder(self.config.verify.embedder or self.config.strategy.embedder, embedding_cache())
+        embedder = build_embedder(self.config.checks_embedder, embedding_cache())
         atomic_write_json(self.store.path(k, "diagnoses.json"), group_by_diagnosis(errors, samples, fixed, embedder))
         return {"model": model, **summary}
 
