@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from lai.data import default_data_dir  # noqa: E402
-from lai.models.resolve import resolve_model  # noqa: E402
+from lai.locate import locate_model  # noqa: E402
 from lai.tasks.gsm8k import LM_EVAL_FLEXIBLE, LM_EVAL_STRICT, lm_eval_filter  # noqa: E402
 
 LOCAL_TASK = """\
@@ -69,7 +69,7 @@ def main() -> None:
         sys.exit("benchmark data not found: set LAI_DATA_DIR")
     test_file = data / "gsm8k" / "test_sample.jsonl"
     train_file = data / "gsm8k" / "train.jsonl"
-    model_dir = resolve_model("embedded:smollm2-135m-instruct").location
+    model_dir = locate_model("embedded:smollm2-135m-instruct").location
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)

@@ -81,10 +81,10 @@ def run_trl(packed: bool, precision: str) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
     from lai.config import EMBEDDED_MODEL
-    from lai.models.resolve import resolve_model
+    from lai.locate import locate_model
     from lai.train.packing import TokenCounter
 
-    folder = resolve_model(EMBEDDED_MODEL).location  # the converted HF folder
+    folder = locate_model(EMBEDDED_MODEL).location  # the converted HF folder
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     dataset = Dataset.from_list(

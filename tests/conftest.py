@@ -80,7 +80,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from the GGUF file the embedded model ships in: real code paths in seconds."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from lai.models.resolve import embedded_gguf
+    from lai.locate import embedded_gguf
 
     try:
         gguf = embedded_gguf("smollm2-135m-instruct")

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lai.config import BenchmarkConfig, RunConfig
-from lai.distributed import AnswerJob, RayPool, TargetSpec, answer_and_score_sharded
 from lai.manifest import Manifest
 from lai.models import Target
 from lai.progress import Progress
+from lai.ray_cluster import AnswerJob, RayPool, TargetSpec, answer_and_score_sharded
 from lai.records import Attempt, Sample
 from lai.scoring import answer_and_score
 from lai.tasks.base import Task

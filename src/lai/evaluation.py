@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lai.errors import ConfigError, LaiError
+from lai.locate import check_local_model
 from lai.models import TARGETS
-from lai.models.resolve import check_local_model
 from lai.preflight import check_writable
 from lai.progress import Progress
 from lai.records import Sample

@@ -22,20 +22,20 @@ from typing import Any
 from lai.answering import LoadedTarget
 from lai.config import RunConfig, build_config, dump_config
 from lai.cost_estimate import estimate_bill
-from lai.distributed import ray_scorer
+from lai.embedding import build_embedder
 from lai.errors import ConfigError
 from lai.instructor import InstructRequest
 from lai.instructor.ledger import cost_of
-from lai.instructor.retrieval import build_embedder
 from lai.instructor.runner import final_records
 from lai.instructor.session import InstructorSession
+from lai.locate import cache_dir
 from lai.manifest import Manifest
-from lai.models.resolve import cache_dir
 from lai.progress import NullProgress, Progress, describe_done
 from lai.quality.decontaminate import ContaminationIndex
 from lai.quality.diagnoses import group_by_diagnosis
 from lai.quality.parse import drop_reasons, parse_records
 from lai.quality.verify import apply_resolve, local_checks, resolve_requests
+from lai.ray_cluster import ray_scorer
 from lai.records import Attempt, GeneratedSample
 from lai.report.html import write_html
 from lai.report.markdown import write_report

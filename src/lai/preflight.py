@@ -41,7 +41,7 @@ from lai.errors import (
     os_error,
     too_big,
 )
-from lai.models.resolve import check_local_model
+from lai.locate import check_local_model
 
 #: Below this much free space a run is refused: records, checkpoints and caches need room.
 MIN_FREE_BYTES = 200 * 2**20
@@ -250,13 +250,13 @@ def _hub_offline() -> bool:
 def check_embedder(spec: str, key: str) -> None:
     """``spec`` can be built without a network: hashing, an embedded model whose
     package is installed, a local folder, or (offline) an id in the Hugging Face cache."""
-    from lai.instructor.retrieval import EMBEDDERS, resolve_model
+    from lai.embedding import EMBEDDERS, locate_embedder
 
     if spec in EMBEDDERS:
         return
     if spec.startswith("embedded:"):
         try:
-            resolve_model(spec)
+            locate_embedder(spec)
         except ModelError as error:
             raise ModelError(f"{key} {spec!r}: {error.message}", hint=error.hint) from None
     elif Path(spec).expanduser().exists() or spec.startswith(("/", ".", "~")):

@@ -130,7 +130,7 @@ def write_answers(
     ``answer(pending)`` yields the moment it arrives, return the records in sample order.
 
     ``answer`` is this process's target (:func:`answer_batches`) or a Ray pool
-    (:mod:`lai.distributed`); either way the file and its guarantees are the same.
+    (:mod:`lai.ray_cluster`); either way the file and its guarantees are the same.
     ``rows``, if given, installs (and at the end removes) a per-row hook in whatever
     answers, so the bar moves as each row finishes instead of once per batch.
     """

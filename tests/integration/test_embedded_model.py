@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from lai.config import EMBEDDED_MODEL, TrainConfig  # noqa: E402
+from lai.locate import embedded_gguf, locate_model  # noqa: E402
 from lai.models.hf import HFTarget  # noqa: E402
-from lai.models.resolve import embedded_gguf, resolve_model  # noqa: E402
 from lai.tasks import get_task  # noqa: E402
 from lai.train.base import TrainExample  # noqa: E402
 from lai.train.sft import SFTTrainerBackend  # noqa: E402
@@ -25,7 +25,7 @@ def embedded_dir() -> Path:
         embedded_gguf("smollm2-135m-instruct")
     except Exception as error:  # noqa: BLE001
         pytest.skip(f"embedded model package missing: {error}")
-    return Path(resolve_model(EMBEDDED_MODEL).location)
+    return Path(locate_model(EMBEDDED_MODEL).location)
 
 
 def test_embedded_model_converts_once_and_answers_gsm8k(embedded_dir: Path, data_dir: Path) -> None:

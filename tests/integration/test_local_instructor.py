@@ -11,7 +11,7 @@ import pytest
 from lai.config import LocalInstructorConfig, build_config
 from lai.instructor.async_client import AsyncOpenAIInstructor as OpenAIInstructor
 from lai.instructor.local_server import LocalInstructorServer
-from lai.instructor.parsing import parse_reply
+from lai.instructor.reply_json import parse_reply
 from lai.pipeline import Pipeline
 from lai.records import Attempt
 from lai.store import load_summaries

@@ -80,7 +80,7 @@ def test_a_ray_collect_resumes_after_the_records_on_disk(data_dir: Path, tmp_pat
 
 
 def test_code_verification_shards_give_the_local_verdicts() -> None:
-    from lai.distributed import ray_scorer
+    from lai.ray_cluster import ray_scorer
 
     task = get_task("mbpp")
 

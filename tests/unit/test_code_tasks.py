@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from lai.instructor.parsing import parse_reply
 from lai.instructor.prompts import render
+from lai.instructor.reply_json import parse_reply
 from lai.records import Sample
 from lai.tasks import get_task
 from lai.tasks.base import SampleRejected

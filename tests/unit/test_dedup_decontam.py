@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lai.data import default_data_dir
-from lai.instructor.retrieval import HashingEmbedder, build_embedder
+from lai.embedding import HashingEmbedder, build_embedder
 from lai.quality.decontaminate import (
     Contamination,
     ContaminationIndex,

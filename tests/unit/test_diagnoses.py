@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from lai.config import build_config
-from lai.instructor.retrieval import build_embedder
+from lai.embedding import build_embedder
 from lai.pipeline import Pipeline
 from lai.quality.diagnoses import (
     COPIED_EXAMPLE,

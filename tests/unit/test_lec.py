@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lai.instructor.retrieval import (
+from lai.embedding import (
     HashingEmbedder,
     SentenceTransformerEmbedder,
     build_embedder,
@@ -230,7 +230,7 @@ def test_real_embedder_finds_topical_neighbours_on_gsm8k(shared_data_dir: Path, 
 
 def test_faiss_search_agrees_with_numpy_on_a_large_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install 'lai[retrieval]')")
-    from lai.instructor import retrieval
+    from lai import embedding
 
     rng = np.random.default_rng(0)
     pool = rng.normal(size=(3000, 32)).astype(np.float32)
@@ -238,8 +238,8 @@ def test_faiss_search_agrees_with_numpy_on_a_large_pool(monkeypatch: pytest.Monk
     queries = pool[:50] + 0.05 * rng.normal(size=(50, 32)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     exact_indices, exact_scores = nearest(queries, pool, 5)  # numpy: below the threshold
-    monkeypatch.setattr(retrieval, "FAISS_MIN_POOL", 1000)
-    faiss_indices, faiss_scores = retrieval.nearest(queries, pool, 5)
+    monkeypatch.setattr(embedding, "FAISS_MIN_POOL", 1000)
+    faiss_indices, faiss_scores = embedding.nearest(queries, pool, 5)
     assert (faiss_indices == exact_indices).all()  # random data: no exact ties
     assert np.allclose(faiss_scores, exact_scores, atol=1e-5)
     assert (faiss_indices[:, 0] == np.arange(50)).all()  # each query finds the row it perturbs

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from lai.instructor.parsing import parse_reply
+from lai.instructor.reply_json import parse_reply
 
 SAMPLE = {"question": "Tom has 3 apples and buys 2 more. How many?", "solution": "3 + 2 = 5", "answer": "5"}
 

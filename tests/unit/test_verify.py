@@ -2,7 +2,7 @@
 
 * format and provenance: :func:`lai.quality.parse.parse_records` on instructor records;
 * duplicates, decontamination, execution, re-solving: :mod:`lai.quality.verify`, each check
-  on its own and then :func:`verify_samples` with every switch;
+  on its own and then :func:`verify_stage` (the verify stage's composition) with every switch;
 * diagnosis groups: :func:`lai.quality.diagnoses.group_by_diagnosis`.
 
 Code runs in the real sandbox (a few seconds: one program loops until the 2 s timeout).
@@ -28,22 +28,35 @@ from typing import Any
 import pytest
 
 from lai.config import DecontaminationCheck, DedupCheck, ResolveCheck, VerifyConfig
+from lai.embedding import HashingEmbedder
 from lai.instructor.base import InstructRequest, record_for
-from lai.instructor.retrieval import HashingEmbedder
 from lai.quality.decontaminate import ContaminationIndex
 from lai.quality.diagnoses import NO_DIAGNOSIS, group_by_diagnosis
 from lai.quality.parse import parse_records
 from lai.quality.verify import (
+    apply_resolve,
     check_contamination,
     check_duplicates,
     check_execution,
     check_resolve,
+    local_checks,
     resolve_requests,
     resolved_answer,
-    verify_samples,
 )
 from lai.records import Attempt, GeneratedSample, InstructRecord, Sample
 from lai.tasks import get_task
+
+
+def verify_samples(
+    samples: list[GeneratedSample], tasks: dict[str, Any], config: VerifyConfig, *, resolve: Any, **factories: Any
+) -> tuple[list[GeneratedSample], dict[str, object]]:
+    """What the verify stage does (lai.pipeline.Pipeline.verify), with ``resolve`` in the
+    place of the instructor session's send."""
+    samples, summary = local_checks(samples, tasks, config, **factories)
+    r = config.resolve
+    requests = resolve_requests(samples, tasks, r.n, r.temperature, r.max_tokens) if r.enabled else []
+    records = resolve(requests) if requests else []
+    return apply_resolve(samples, summary, tasks, config, requests, records)
 
 
 def make_tasks() -> dict[str, Any]:

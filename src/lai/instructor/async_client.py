@@ -38,8 +38,8 @@ import openai
 from lai.errors import ConfigError, InstructorError
 from lai.instructor.base import Instructor, InstructRequest, failed_record, record_for
 from lai.instructor.ledger import CALL_FIELDS, BudgetExceeded, CostLedger, cost_of
-from lai.instructor.parsing import parse_reply
 from lai.instructor.rate_limit import RateLimiter, estimate_tokens
+from lai.instructor.reply_json import parse_reply
 from lai.instructor.request_cache import RequestCache
 from lai.records import InstructRecord
 

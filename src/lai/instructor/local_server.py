@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 
 from lai.config import LocalInstructorConfig
 from lai.errors import InstructorError, LaiError
-from lai.models.resolve import embedded_gguf, resolve_model
+from lai.locate import embedded_gguf, locate_model
 from lai.processes import death_notice, free_port, reap, short_openmp_spins, stop_group, usable_cpus
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def local_model_file(spec: str) -> Path:
 def vllm_model(spec: str) -> str:
     """What vLLM's ``--model`` gets: an embedded model's converted HF folder, a path, or a hub id."""
     if spec.startswith("embedded:"):
-        return resolve_model(spec).location  # converted once into an HF folder in the cache
+        return locate_model(spec).location  # converted once into an HF folder in the cache
     path = Path(spec).expanduser()
     return str(path.resolve()) if path.exists() else spec
 

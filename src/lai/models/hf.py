@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lai.errors import ConfigError, ModelError
+from lai.locate import ModelSource, locate_model
 from lai.models.base import Prompt, Target
 from lai.models.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
@@ -42,7 +43,6 @@ from lai.models.prompting import (
     render_prompt,
     require_chat_template,
 )
-from lai.models.resolve import ModelSource, resolve_model
 from lai.processes import usable_cpus
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class HFTarget(Target):
 
         super().__init__(model)
         torch.set_num_threads(int(threads or usable_cpus()))  # affinity and cgroup quota, not the machine's count
-        self.source = resolve_model(model)
+        self.source = locate_model(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
         if max_batch_tokens < 1:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lai.errors import ConfigError, ModelError
+from lai.locate import locate_model
 from lai.models.base import Prompt, Target
 from lai.models.prompting import (
     encode_pair,
@@ -32,7 +33,6 @@ from lai.models.prompting import (
     render_prompt,
     require_chat_template,
 )
-from lai.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class VLLMTarget(Target):
         if device not in ("auto", "cuda") and not device.startswith("cuda"):
             raise ConfigError(f"the vllm backend runs on CUDA GPUs, not {device!r}", hint="set target.device: auto, or use backend hf")
         vllm = import_vllm()
-        self.source = resolve_model(model)
+        self.source = locate_model(model)
         if self.source.gguf_file:
             raise ModelError(
                 f"the vllm backend does not load .gguf files ({model})",

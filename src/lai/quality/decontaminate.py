@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from lai.instructor.retrieval import Embedder, nearest
+from lai.embedding import Embedder, nearest
 
 #: The n-gram length lm-evaluation-harness (and GPT-3's contamination study) uses.
 DEFAULT_N = 13

@@ -10,7 +10,7 @@ Two levels of "the same":
 * **exact** — equal after :func:`lai.quality.parse.normalize_text` (case, punctuation
   and spacing ignored), which is free and never wrong;
 * **near** — cosine similarity of sentence embeddings at or above a threshold, which
-  catches rewordings but needs an :class:`~lai.instructor.retrieval.Embedder` and a
+  catches rewordings but needs an :class:`~lai.embedding.Embedder` and a
   threshold chosen for that embedder (a hashing embedder and MiniLM disagree on scale).
 
 Similarities are exact dot products of unit vectors computed in row blocks, so memory
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lai.instructor.retrieval import Embedder, nearest
+from lai.embedding import Embedder, nearest
 from lai.quality.parse import normalize_text
 
 #: Rows of the similarity matrix computed at once: 1024 x 10,000 float32 is 40 MB.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from lai.instructor.parsing import parse_reply
+from lai.instructor.reply_json import parse_reply
 from lai.records import GeneratedSample, InstructRecord
 from lai.tasks.base import SampleRejected, Task
 

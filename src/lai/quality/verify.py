@@ -32,8 +32,8 @@ from typing import Any
 
 from lai.config import VerifyConfig
 from lai.instructor.base import InstructRequest
-from lai.instructor.parsing import parse_reply
 from lai.instructor.prompts import render, template_hash
+from lai.instructor.reply_json import parse_reply
 from lai.quality.decontaminate import Contamination, ContaminationIndex, contamination_rates
 from lai.quality.dedup import find_duplicates, match_pool
 from lai.records import GeneratedSample, InstructRecord, Sample

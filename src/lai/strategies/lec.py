@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lai.instructor.base import InstructRequest
-from lai.instructor.retrieval import (
+from lai.embedding import (
     DEFAULT_EMBEDDER,
     Embedder,
     UsesEmbedder,
     nearest,
 )
+from lai.instructor.base import InstructRequest
 from lai.records import Attempt
 from lai.strategies.base import Strategy
 from lai.strategies.le import LearningFromErrors, error_request, error_values, samples_per_error

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lai.instructor.retrieval import (
+from lai.embedding import (
     DEFAULT_EMBEDDER,
     Embedder,
     UsesEmbedder,

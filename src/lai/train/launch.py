@@ -41,7 +41,7 @@ def launch_distributed(
     cfg: TrainConfig, seed: int, model: str, examples: list[TrainExample], out_dir: Path
 ) -> dict[str, Any]:
     """Run the training in ``cfg.num_processes`` workers and return the main worker's summary."""
-    from lai.models.resolve import resolve_model
+    from lai.locate import locate_model
     from lai.train.accelerate_configs import (
         accelerate_config,
         cuda_devices,
@@ -50,7 +50,7 @@ def launch_distributed(
     )
     # Resolved once here: a missing model fails before any worker starts, and N workers
     # never race to convert an embedded GGUF into the same cache folder.
-    source = resolve_model(model)
+    source = locate_model(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     use_cpu = cuda_devices() == 0
     precision = resolve_precision(cfg.precision, not use_cpu)

@@ -131,8 +131,8 @@ def run_training(
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
+    from lai.locate import locate_model
     from lai.models.hf import load_model_and_tokenizer
-    from lai.models.resolve import resolve_model
     from lai.train.accelerate_configs import cuda_devices, resolve_precision
     from lai.train.packing import (
         FLASH_IMPLEMENTATIONS,
@@ -153,7 +153,7 @@ def run_training(
     load_dtype, save_dtype = _dtypes(cfg, precision)
     # Launched workers load on the CPU; the Trainer (DDP) or FSDP/DeepSpeed place the model.
     device = "cuda" if on_gpu and not launched else "cpu"
-    source = source or resolve_model(model)
+    source = source or locate_model(model)
     base, tokenizer = load_model_and_tokenizer(source, load_dtype, device)
     if cfg.attn_implementation != "auto":
         base.set_attn_implementation(cfg.attn_implementation)
@@ -284,8 +284,8 @@ def run_training(
 
 def _reload_trained(cfg: TrainConfig, source: Any, gathered: Path, out_dir: Path, dtype: Any) -> Any:
     """Main process, after a launched run: the saved adapter merged into a fresh base, or the full model."""
+    from lai.locate import ModelSource
     from lai.models.hf import load_model_and_tokenizer
-    from lai.models.resolve import ModelSource
 
     if cfg.method == "lora":
         from peft import PeftModel
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     cfg = TrainConfig.model_validate(spec["config"])
     examples = [TrainExample(**row) for row in spec["examples"]]
-    from lai.models.resolve import ModelSource
+    from lai.locate import ModelSource
 
     source = ModelSource(**spec["source"])
     try:

@@ -97,7 +97,7 @@ def convert_gguf_to_hf(gguf: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def resolve_model(spec: str) -> ModelSource:
+def locate_model(spec: str) -> ModelSource:
     """Map a config model string to a loadable source; convert embedded models on first use."""
     if spec.startswith("embedded:"):
         name = spec.removeprefix("embedded:")

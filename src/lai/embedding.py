@@ -128,7 +128,7 @@ class _CachedEmbedder:
         return np.stack([known[t] for t in texts]).astype(np.float32)
 
 
-def resolve_model(model: str) -> str:
+def locate_embedder(model: str) -> str:
     """Turn ``"embedded:<name>"`` into a local path; pass anything else through."""
     if not model.startswith(EMBEDDED_PREFIX):
         return model
@@ -169,7 +169,7 @@ class SentenceTransformerEmbedder(_CachedEmbedder):
 
     def _load(self) -> Any:
         if self._model is None:
-            path = resolve_model(self.name)
+            path = locate_embedder(self.name)
             try:
                 # Imported here: sentence-transformers pulls in torch, which planning with
                 # the hashing embedder or `lai --help` should not pay for.
