@@ -166,6 +166,22 @@ metric_list:
 """
 
 
+def test_a_later_judge_keeps_its_reasoning_in_the_record(server: JudgeServer, tmp_path: Path) -> None:
+    from lai.tasks.from_file import task_class
+
+    judging.set_default_endpoint(endpoint(server, tmp_path))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n")
+    path = tmp_path / "later_judge.yaml"
+    path.write_text(TASK_FILE.replace("judged_sums", "later_judge").replace(
+        "  - metric: llm_judge\n  - metric: exact_match\n", "  - metric: exact_match\n  - metric: llm_judge\n"))
+    task = task_class(path)()
+    sample = task.load("test")[0]
+    score = task.score(sample, "The sum is 2.")
+    assert score.correct is False  # exact match decides: it is first
+    assert score.metrics == {"exact_match,whole": False, "llm_judge,whole": True}
+    assert score.reason.endswith("; llm_judge,whole: judge judge-model: correct (the answer gives 2)")
+
+
 def test_lai_eval_scores_a_task_file_with_the_judge_and_reports_agreement(server: JudgeServer, tmp_path: Path) -> None:
     from lai.evaluation import evaluate_model
     from lai.tasks.from_file import register_task_files

@@ -208,23 +208,26 @@ class FileTask(Task):
         pipeline and metric make the score; with more, each pair is in ``Score.metrics``."""
         self.check_protocol(protocol)
         table: list[list[Score]] = [[] for _ in samples]
+        notes: list[list[str]] = [[] for _ in samples]  # a later metric's own words (a judge's reasoning)
         names: list[str] = []
         for filter_name, steps in self.filters:
             extracted = [run_filters(steps, r, s.meta.get("options", {})) for s, r in zip(samples, responses, strict=True)]
             for metric_name, metric in self.metrics:
                 names.append(f"{metric_name},{filter_name}")
                 verdicts = metric.verdict_many(extracted, samples, responses)
-                for row, answer, verdict in zip(table, extracted, verdicts, strict=True):
+                for row, note, answer, verdict in zip(table, notes, extracted, verdicts, strict=True):
                     if answer is None or verdict is None:
                         row.append(Score(False, None, self._nothing_found(steps)))
                     else:
                         reason = verdict.reason or self._reason(metric, verdict.correct, verdict.shown, verdict.gold)
+                        if verdict.reason and row:
+                            note.append(f"{names[-1]}: {verdict.reason}")
                         row.append(Score(verdict.correct, verdict.shown, reason))
         if len(names) == 1:
             return [row[0] for row in table]
         return [
-            Score(row[0].correct, row[0].extracted, row[0].reason, metrics={n: sc.correct for n, sc in zip(names, row, strict=True)})
-            for row in table
+            Score(row[0].correct, row[0].extracted, "; ".join([row[0].reason, *note]), metrics={n: sc.correct for n, sc in zip(names, row, strict=True)})
+            for row, note in zip(table, notes, strict=True)
         ]
 
     @staticmethod
