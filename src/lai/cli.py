@@ -2,7 +2,7 @@
 
 Errors a user can fix print as one line and exit with status 2; ``--debug`` shows the
 traceback. Progress bars are drawn here and nowhere else; so are the tables, except the
-scores table printed at the end of ``lai run``, which report/summary.py builds (with rich)
+scores table printed at the end of ``lai run``, which report/terminal.py builds (with rich)
 for this module to print.
 """
 
@@ -155,7 +155,7 @@ def run(
 
 
 def _print_summary(run_dir: Path) -> None:
-    from lai.report.summary import run_summary
+    from lai.report.terminal import run_summary
 
     console.print(run_summary(run_dir))
 

@@ -24,7 +24,7 @@ from lai.report.html import render_html
 from lai.report.markdown import render_report
 from lai.report.paired import change_tests
 from lai.report.stats import format_p, mcnemar_exact, paired_test
-from lai.report.summary import run_summary
+from lai.report.terminal import run_summary
 from tests.helpers.markdown import page_text
 from tests.pipeline.test_loop import fake_config
 

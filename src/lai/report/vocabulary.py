@@ -1,7 +1,7 @@
 """The report package's shared vocabulary: every word and rule the renderers share, once.
 
 ``report.md`` (:mod:`lai.report.markdown`), ``report.html`` (:mod:`lai.report.html`), the
-terminal summary (:mod:`lai.report.summary`), ``lai compare`` (:mod:`lai.report.compare`)
+terminal summary (:mod:`lai.report.terminal`), ``lai compare`` (:mod:`lai.report.compare`)
 and the dataset card (:mod:`lai.export.card`) all count samples at some step of the
 funnel, name the strategy, print percentages and changes in points, and make markdown
 tables. Each of those is defined here, so the five cannot drift apart:
