@@ -33,7 +33,7 @@ import yaml
 from lai.data import PoolSource, load_pool_rows, read_jsonl_rows
 from lai.errors import ConfigError, DataError
 from lai.instructor import prompts
-from lai.records import Sample, Score
+from lai.records import GeneratedSample, Sample, Score
 from lai.tasks import TASKS
 from lai.tasks.base import Choices, GenerationSpec, Prompt, ResolveRule, SampleRejected, Task
 from lai.tasks.choice import LETTERS, MultipleChoiceTask, parse_question, render_question
@@ -292,6 +292,14 @@ class FileTask(Task):
             return sample.question, str(sample.meta.get("solution") or ""), sample.reference
         solution = str(sample.meta.get("solution") or "")
         return (sample.question, solution, sample.reference) if solution else None
+
+    def runnable_sample(self, sample: GeneratedSample) -> tuple[Sample, str] | None:
+        """With a metric that runs code (``unit_tests``), verify runs a written sample's
+        solution, in its training form, against the sample's own tests."""
+        if self.spec.lai.instructor is None or not getattr(self.metrics[0][1], "executes", False):
+            return None
+        runnable = Sample(id=sample.id, task=self.name, question=sample.question, reference=sample.answer)
+        return runnable, self.training_target(sample.solution, sample.answer)
 
     def training_sample(self, question: str) -> Sample:
         if not self.multiple_choice:

@@ -12,7 +12,8 @@ Both follow lm-evaluation-harness's vocabulary where it has one, so a ``filter_l
   (GSM8K's "the answer is N", else "#### N", else the last number).
 - metrics (``metric_list[].metric``): ``exact_match`` (``ignore_case``,
   ``ignore_punctuation``, ``regexes_to_ignore``, as lm-eval's), ``numeric`` (``tolerance``:
-  absolute, default 0) and ``choice`` (the same letter).
+  absolute, default 0), ``choice`` (the same letter) and ``unit_tests`` (the code, then the
+  reference tests, run in the sandbox).
 
 A metric is one entry of :data:`METRICS` (a :class:`~lai.registry.Registry`): a class
 built from its ``metric_list`` options that scores one extracted answer against the
@@ -29,9 +30,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from lai import sandbox
 from lai.records import Sample
 from lai.registry import Registry
 from lai.tasks.choice import extract_letter
+from lai.tasks.code import explain
 from lai.tasks.gsm8k import normalize_number
 
 INVALID = "[invalid]"  # lm-eval's fallback for a regex that matches nothing
@@ -220,8 +223,42 @@ class Choice(Metric):
         return letter.group(1).upper() if letter else None
 
 
+class UnitTests(Metric):
+    """The extracted code, then the reference (the tests: ``doc_to_target``), run as one
+    program in lai's sandbox; right when it exits cleanly. The batch runs in parallel.
+    What the sandbox does and does not protect against: lai/sandbox's docstring."""
+
+    options_allowed = frozenset({"timeout_s"})
+    executes: ClassVar[bool] = True  # verify's execution check runs a written sample's tests
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        timeout = options.get("timeout_s", 10.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+            raise ValueError("timeout_s must be a number of seconds, 0 < timeout_s <= 600")
+        self.timeout_s = float(timeout)
+
+    def verdict_many(self, extracted: list[str | None], samples: list[Sample], responses: list[str]) -> list[Verdict | None]:
+        programs = [f"{code}\n\n{s.reference}\n" for code, s in zip(extracted, samples, strict=True) if code is not None]
+        results = iter(sandbox.run_many(programs, timeout_s=self.timeout_s))
+        out: list[Verdict | None] = []
+        for code, sample in zip(extracted, samples, strict=True):
+            if code is None:
+                out.append(None)
+                continue
+            result = next(results)
+            out.append(Verdict(result.passed, code, sample.reference, reason=explain(result)))
+        return out
+
+    def verdict(self, extracted: str, sample: Sample) -> Verdict:
+        found = self.verdict_many([extracted], [sample], [extracted])[0]
+        assert found is not None
+        return found
+
+
 METRICS: Registry[type[Metric]] = Registry("metric")
 METRICS.register("exact_match", ExactMatch)
 METRICS.register("numeric", Numeric)
 METRICS.register("choice", Choice)
+METRICS.register("unit_tests", UnitTests)
 METRICS.register("llm_judge", "lai.judge:LLMJudge")  # imported when a task file names it
