@@ -12,7 +12,7 @@ from lai.config import BenchmarkConfig, RunConfig
 from lai.manifest import Manifest
 from lai.models import Target
 from lai.progress import Progress
-from lai.ray_cluster import AnswerJob, RayPool, TargetSpec, answer_and_score_sharded
+from lai.ray_cluster import AnswerJob, RayActors, TargetSpec, answer_and_score_sharded
 from lai.records import Attempt, Sample
 from lai.scoring import answer_and_score
 from lai.tasks.base import Task
@@ -28,11 +28,11 @@ class LoadedTarget:
         self.progress = progress
         self._target: Target | None = None
         self._target_model: str | None = None
-        self._pool: RayPool | None = None
-        self._pool_model: str | None = None
+        self._actors: RayActors | None = None
+        self._actors_model: str | None = None
 
     def spec(self, model: str) -> TargetSpec:
-        """How to build the target for ``model``: here (:meth:`local`) or in Ray actors (:meth:`ray_pool`)."""
+        """How to build the target for ``model``: here (:meth:`local`) or in Ray actors (:meth:`ray_actors`)."""
         cfg = self.config.target
         settings = {"dtype": cfg.dtype, "device": cfg.device, "batch_size": cfg.batch_size, **cfg.options}
         return TargetSpec(cfg.backend, model, settings)
@@ -46,23 +46,23 @@ class LoadedTarget:
             self.manifest.record_model(iteration, model, self._target.fingerprint())
         return self._target
 
-    def ray_pool(self, model: str, iteration: int) -> RayPool:
+    def ray_actors(self, model: str, iteration: int) -> RayActors:
         """Ray actors holding ``model``, made once and reused until the model changes."""
-        if self._pool is None or self._pool_model != model:
+        if self._actors is None or self._actors_model != model:
             self.release()
-            self._pool = RayPool(self.config.cluster, self.spec(model))
-            self._pool_model = model
-            self.manifest.record_model(iteration, model, self._pool.fingerprint())
-        return self._pool
+            self._actors = RayActors(self.config.cluster, self.spec(model))
+            self._actors_model = model
+            self.manifest.record_model(iteration, model, self._actors.fingerprint())
+        return self._actors
 
     def release(self) -> None:
         """Free the loaded copy (before training loads its own, and at the end)."""
         if self._target is not None:
             self._target.close()
         self._target, self._target_model = None, None
-        if self._pool is not None:
-            self._pool.close()
-        self._pool, self._pool_model = None, None
+        if self._actors is not None:
+            self._actors.close()
+        self._actors, self._actors_model = None, None
 
     def answer(
         self, model: str, k: int, samples: list[Sample], out: Path, label: str, bench: BenchmarkConfig | None = None
@@ -78,7 +78,7 @@ class LoadedTarget:
         job = AnswerJob(protocol, mode, cfg.batch_size, cfg.max_new_tokens)  # type: ignore[arg-type]
         if self.config.cluster.backend == "ray":
             return answer_and_score_sharded(
-                lambda: self.ray_pool(model, k), samples, out, job, self.config.cluster.shard_size,
+                lambda: self.ray_actors(model, k), samples, out, job, self.config.cluster.shard_size,
                 progress=self.progress, label=label,
             )  # fmt: skip
         return answer_and_score(

@@ -98,7 +98,7 @@ def ray_scorer(config: ClusterConfig) -> Callable[[str, list[Sample], list[str]]
     return score
 
 
-class RayPool:
+class RayActors:
     """A pool of Ray actors, each holding one loaded target."""
 
     def __init__(self, config: ClusterConfig, spec: TargetSpec) -> None:
@@ -142,7 +142,7 @@ def shards_of(samples: list[Sample], size: int) -> list[list[Sample]]:
 
 
 def answer_and_score_sharded(
-    pool_factory: Callable[[], RayPool],
+    actors: Callable[[], RayActors],
     samples: list[Sample],
     out: Path,
     job: AnswerJob,
@@ -158,6 +158,6 @@ def answer_and_score_sharded(
     """
 
     def answer(pending: list[Sample]) -> Iterator[list[Attempt]]:
-        return pool_factory().map_unordered(shards_of(pending, shard_size), job)
+        return actors().map_unordered(shards_of(pending, shard_size), job)
 
     return write_answers(samples, out, answer, progress=progress, label=label)
