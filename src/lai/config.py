@@ -329,7 +329,7 @@ class VerifyConfig(Section):
     resolve: ResolveCheck = Field(default_factory=ResolveCheck)
     dedup: DedupCheck = Field(default_factory=DedupCheck)
     decontaminate: DecontaminationCheck = Field(default_factory=DecontaminationCheck)
-    embedder: str | None = Field(None, description="for near duplicates; default: strategy.embedder")
+    embedder: str | None = Field(None, description="for near duplicates, embedding contamination and grouping diagnoses; default: strategy.embedder")
 
 
 class LoraConfig(Section):
