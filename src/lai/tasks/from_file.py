@@ -20,24 +20,20 @@ processes, where user task files are not registered.
 from __future__ import annotations
 
 import csv
-import json
 import random
-from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from string import Template
 from typing import Any, ClassVar
 
 import yaml
 
 from lai.data import PoolSource, load_pool_rows, read_jsonl_rows
 from lai.errors import ConfigError, DataError
-from lai.instructor import prompts
 from lai.records import GeneratedSample, Sample, Score
 from lai.tasks import TASKS
-from lai.tasks.base import Choices, GenerationSpec, Prompt, ResolveRule, SampleRejected, Task
+from lai.tasks.base import Choices, GenerationSpec, Prompt, SampleRejected, Task
 from lai.tasks.choice import LETTERS, MultipleChoiceTask, parse_question, render_question
-from lai.tasks.choice import RESOLVE_SCHEMA as CHOICE_RESOLVE_SCHEMA
+from lai.tasks.file_instructor import instructor_side
 from lai.tasks.metrics import Choice, ExactMatch, Filter, Metric, run_filters
 from lai.tasks.spec import (
     PromptSpec,
@@ -54,18 +50,6 @@ FILES = Path(__file__).resolve().parent / "files"
 #: Task files shipped with lai: registry name -> file in FILES.
 SHIPPED = {"gsm8k_yaml": "gsm8k.yaml", "arc_challenge_yaml": "arc_challenge.yaml"}
 LOCAL_FORMATS = (None, "json", "csv", "parquet")
-
-TEXT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"question": {"type": "string"}, "solution": {"type": "string"}, "answer": {"type": "string"}},
-    "required": ["question", "solution", "answer"],
-}
-RESOLVE_TEXT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"reasoning": {"type": "string"}, "answer": {"type": ["string", "number"]}},
-    "required": ["reasoning", "answer"],
-}
-
 
 class FileTask(Task):
     """A task defined by a task file; subclasses are made by :func:`task_class`."""
@@ -339,52 +323,6 @@ def read_table(path: Path, task: str, pool: str, named_in: str = "") -> list[dic
     return rows
 
 
-def _template_name(task: str, kind: str, value: str | None, generic: str, fill: Mapping[str, str]) -> str:
-    """A template value is either the name of an existing template or its text; absent,
-    the generic template ``generic`` filled with the task's own description."""
-    if value is not None and "\n" not in value and " " not in value:
-        prompts.template_text(value)  # raises when there is no such template
-        return value
-    name = f"{kind}_task_{task}"
-    if value is None:
-        escaped = {k: v.replace("$", "$$") for k, v in fill.items()}
-        value = Template(prompts.template_text(generic)).safe_substitute(escaped)
-    prompts.register(name, value)
-    return name
-
-
-def _instructor_side(spec: TaskSpec, where: Where) -> dict[str, Any]:
-    instructor = spec.lai.instructor
-    if instructor is None:
-        return {"instructor_templates": {}, "resolve_rule": None, "sample_schema": {}}
-    mc = spec.output_type == "multiple_choice"
-    schema = instructor.sample_schema or (MultipleChoiceTask.sample_schema if mc else TEXT_SCHEMA)
-    example = instructor.example or {name: f"<{name}>" for name in schema.get("properties", {})}
-    fill = {
-        "task_description": instructor.description or f"the task {spec.task}",
-        "sample_fields": ", ".join(f'"{k}"' for k in schema.get("properties", {})),
-        "sample_example": json.dumps(example, ensure_ascii=False),
-    }
-    templates: dict[str, str] = {}
-    for kind in ("le", "lec", "random"):
-        given = instructor.templates.get(kind)  # type: ignore[call-overload]
-        if given is None and mc:
-            given = f"{kind}_choice"
-        try:
-            templates[kind] = _template_name(spec.task, kind, given, f"{kind}_text", fill)
-        except ConfigError as error:
-            raise ConfigError(f"{where('lai', 'instructor', 'templates', kind)}: {error.message}") from None
-    rule = None
-    if instructor.resolve:
-        given = instructor.resolve_template or ("resolve_choice" if mc else None)
-        try:
-            name = _template_name(spec.task, "resolve", given, "resolve_text", fill)
-        except ConfigError as error:
-            raise ConfigError(f"{where('lai', 'instructor', 'resolve_template')}: {error.message}") from None
-        rule = ResolveRule(name, instructor.resolve_schema or (CHOICE_RESOLVE_SCHEMA if mc else RESOLVE_TEXT_SCHEMA))
-    return {"instructor_templates": templates, "resolve_rule": rule, "sample_schema": schema}
-
-
 def task_class(path: Path, origin: str | None = None) -> type[FileTask]:
     """Read a task file and make its Task class (templates registered, names checked)."""
     path = Path(path).resolve()
@@ -405,7 +343,7 @@ def task_class(path: Path, origin: str | None = None) -> type[FileTask]:
     }
     attributes = {
         "name": spec.task, "pools": pools, "spec": spec, "where": where, "local_files": local_files,
-        "origin": origin or str(path), "__module__": __name__, **_instructor_side(spec, where),
+        "origin": origin or str(path), "__module__": __name__, **instructor_side(spec, where),
     }  # fmt: skip
     return type(f"FileTask_{spec.task}", (FileTask,), attributes)
 

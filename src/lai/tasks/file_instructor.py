@@ -1,0 +1,80 @@
+"""The instructor side of a task file: its prompt templates, re-solve rule and sample schema.
+
+A task file names a shipped template (``le_math``), carries its own text, or says
+nothing, and then gets lai's generic templates (``le_text``, ``lec_text``,
+``random_text``, ``resolve_text``) filled with its ``lai.instructor.description``, the
+fields of its sample schema and its example sample. Text a file carries is registered
+with :func:`lai.instructor.prompts.register` as ``KIND_task_NAME``, so it is rendered and
+hashed into the manifest like a shipped template.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from string import Template
+from typing import Any
+
+from lai.errors import ConfigError
+from lai.instructor import prompts
+from lai.tasks.base import ResolveRule
+from lai.tasks.choice import RESOLVE_SCHEMA as CHOICE_RESOLVE_SCHEMA
+from lai.tasks.choice import MultipleChoiceTask
+from lai.tasks.spec import TaskSpec, Where
+
+TEXT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"question": {"type": "string"}, "solution": {"type": "string"}, "answer": {"type": "string"}},
+    "required": ["question", "solution", "answer"],
+}
+RESOLVE_TEXT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string"}, "answer": {"type": ["string", "number"]}},
+    "required": ["reasoning", "answer"],
+}
+
+
+def _template_name(task: str, kind: str, value: str | None, generic: str, fill: Mapping[str, str]) -> str:
+    """A template value is either the name of an existing template or its text; absent,
+    the generic template ``generic`` filled with the task's own description."""
+    if value is not None and "\n" not in value and " " not in value:
+        prompts.template_text(value)  # raises when there is no such template
+        return value
+    name = f"{kind}_task_{task}"
+    if value is None:
+        escaped = {k: v.replace("$", "$$") for k, v in fill.items()}
+        value = Template(prompts.template_text(generic)).safe_substitute(escaped)
+    prompts.register(name, value)
+    return name
+
+
+def instructor_side(spec: TaskSpec, where: Where) -> dict[str, Any]:
+    instructor = spec.lai.instructor
+    if instructor is None:
+        return {"instructor_templates": {}, "resolve_rule": None, "sample_schema": {}}
+    mc = spec.output_type == "multiple_choice"
+    schema = instructor.sample_schema or (MultipleChoiceTask.sample_schema if mc else TEXT_SCHEMA)
+    example = instructor.example or {name: f"<{name}>" for name in schema.get("properties", {})}
+    fill = {
+        "task_description": instructor.description or f"the task {spec.task}",
+        "sample_fields": ", ".join(f'"{k}"' for k in schema.get("properties", {})),
+        "sample_example": json.dumps(example, ensure_ascii=False),
+    }
+    templates: dict[str, str] = {}
+    for kind in ("le", "lec", "random"):
+        given = instructor.templates.get(kind)  # type: ignore[call-overload]
+        if given is None and mc:
+            given = f"{kind}_choice"
+        try:
+            templates[kind] = _template_name(spec.task, kind, given, f"{kind}_text", fill)
+        except ConfigError as error:
+            raise ConfigError(f"{where('lai', 'instructor', 'templates', kind)}: {error.message}") from None
+    rule = None
+    if instructor.resolve:
+        given = instructor.resolve_template or ("resolve_choice" if mc else None)
+        try:
+            name = _template_name(spec.task, "resolve", given, "resolve_text", fill)
+        except ConfigError as error:
+            raise ConfigError(f"{where('lai', 'instructor', 'resolve_template')}: {error.message}") from None
+        rule = ResolveRule(name, instructor.resolve_schema or (CHOICE_RESOLVE_SCHEMA if mc else RESOLVE_TEXT_SCHEMA))
+    return {"instructor_templates": templates, "resolve_rule": rule, "sample_schema": schema}
