@@ -137,3 +137,15 @@ def test_a_resume_finds_the_task_from_the_saved_config(tmp_path: Path) -> None:
     forget_user_tasks()  # a new process: only the saved config.yaml knows the task file
     again = load_config(run_dir / "config.yaml")
     assert "unit_conversions" in TASKS and again.include_path == [EXAMPLE]
+
+
+@pytest.mark.parametrize("strategy", ["lec", "random", "original", "nearest"])
+def test_every_kind_of_strategy_runs_on_the_file_task(strategy: str, tmp_path: Path) -> None:
+    # lec: the contrast template; random: its own template; original/nearest: real rows,
+    # taught through the file's reference_solution and training_target.
+    config = load_config(EXAMPLE / "config.yaml", [*FAKES, f"strategy.name={strategy}"])
+    Pipeline(config, tmp_path / "run").run()
+    summary = load_summaries(tmp_path / "run")[1]
+    assert summary["verify"]["kept"] > 0
+    verified = rows(tmp_path / "run" / "iter_01" / "verified.jsonl")
+    assert {v["strategy"] for v in verified} == {strategy}
