@@ -76,5 +76,13 @@ def instructor_side(spec: TaskSpec, where: Where) -> dict[str, Any]:
             name = _template_name(spec.task, "resolve", given, "resolve_text", fill)
         except ConfigError as error:
             raise ConfigError(f"{where('lai', 'instructor', 'resolve_template')}: {error.message}") from None
-        rule = ResolveRule(name, instructor.resolve_schema or (CHOICE_RESOLVE_SCHEMA if mc else RESOLVE_TEXT_SCHEMA))
+        rule = ResolveRule(name, instructor.resolve_schema or (CHOICE_RESOLVE_SCHEMA if mc else resolve_schema(schema)))
     return {"instructor_templates": templates, "resolve_rule": rule, "sample_schema": schema}
+
+
+def resolve_schema(sample_schema: dict[str, Any]) -> dict[str, Any]:
+    """The re-solve reply: reasoning, then an answer of the type the sample's answer has."""
+    answer = sample_schema.get("properties", {}).get("answer")
+    if not isinstance(answer, dict) or "type" not in answer:
+        return RESOLVE_TEXT_SCHEMA
+    return {**RESOLVE_TEXT_SCHEMA, "properties": {"reasoning": {"type": "string"}, "answer": {"type": answer["type"]}}}
