@@ -114,3 +114,17 @@ def test_the_files_match_the_classes_on_the_shared_rows(shared_data_dir: Path) -
     check_same("arc_challenge", shared_data_dir, LETTER_RESPONSES)
     # The whole GSM8K training pool: every row read the same way (few responses, it is large).
     check_same("gsm8k", shared_data_dir, MATH_RESPONSES[:2], pool="train")
+
+
+def test_arc_file_reads_the_hub_and_official_layouts_like_the_class() -> None:
+    from lai.tasks.base import Task
+
+    hub = {"id": "Mercury_1", "question": "Which is a gas?", "choices": {"text": ["ice", "steam", "rock", "wood"], "label": ["A", "B", "C", "D"]}, "answerKey": "B"}
+    digits = {"id": "NYSED_2", "question": "Pick three.", "choices": {"text": ["one", "two", "three"], "label": ["1", "2", "3"]}, "answerKey": "3"}
+    official = {"id": "ARC_3", "question": {"stem": "Which is hot?", "choices": [{"text": "sun", "label": "A"}, {"text": "snow", "label": "B"}]}, "answerKey": "A"}
+    old, new = get_task("arc_challenge"), get_task("arc_challenge_yaml")
+    for row in (hub, digits, official):
+        a: Sample = Task.read_rows(old, [row], "test", "rows", skipped=[])[0]
+        b: Sample = new.read_rows([row], "test", "rows", skipped=[])[0]
+        assert (b.question, b.reference, b.meta["options"]) == (a.question, a.reference, a.meta["options"])
+        assert new.prompt(b) == old.prompt(a) and new.choices(b, "lm-eval") == old.choices(a, "lm-eval")
