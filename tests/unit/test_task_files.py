@@ -319,3 +319,20 @@ def test_the_lai_filters() -> None:
     assert run("number", "$1,234.50") == "1234.5" and run("number", "many") is None
     assert run("choice_letter", "I pick **(C)**", {"A": "x", "B": "y", "C": "z"}) == "C"
     assert run("whole", "  all of it \n") == "all of it"
+
+
+def test_lai_run_with_include_path_saves_it_and_resumes_without_it(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    write_task(tmp_path / "tasks")
+    config = {
+        "name": "t", "target": {"backend": "scripted", "model": "m"}, "instructor": {"backend": "scripted"},
+        "select": {"pools": [{"task": "my_task", "pool": "train", "n": 2}]}, "strategy": {"embedder": "hashing"},
+        "train": {"backend": "noop"}, "evaluate": {"benchmarks": [{"task": "my_task", "pool": "test"}]},
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    for args in (["run", "run.yaml", "--include-path", "tasks", "--run-dir", "out"], ["run", "--run-dir", "out"]):
+        pid = run_forked(args, tmp_path, tmp_path)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, (tmp_path / "stderr").read_text()[-2000:]
+    saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
+    assert saved["include_path"] == [str((tmp_path / "tasks").resolve())]
+    assert (tmp_path / "out" / "iter_01" / "evaluate.done").exists()
