@@ -271,8 +271,11 @@ def eval_(
     judge_base_url: Annotated[str | None, typer.Option("--judge-base-url", help="an OpenAI-compatible endpoint for tasks scored by llm_judge")] = None,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="the judge's model name at --judge-base-url")] = None,
     judge_api_key_env: Annotated[str | None, typer.Option("--judge-api-key-env", help="NAME of the variable with the judge's key")] = None,
+    lm_eval_include_path: Annotated[Path | None, typer.Option("--lm-eval-include-path", help="a folder of lm-eval task YAMLs for --tasks lm_eval:NAME")] = None,
 ) -> None:
-    """Evaluate a model on benchmarks; per-item JSONL and summary.json in --out."""
+    """Evaluate a model on benchmarks; per-item JSONL and summary.json in --out.
+
+    lm-evaluation-harness tasks (lai[lm-eval]) are named lm_eval:NAME."""
     from rich.table import Table
 
     from lai.evaluation import evaluate_model
@@ -284,6 +287,13 @@ def eval_(
         raise LaiError(f"--tasks {tasks!r} names no task", hint="e.g. --tasks gsm8k,arc_challenge; lai tasks lists them")
     if scoring not in {"auto", "generate", "loglikelihood"}:
         raise LaiError(f"unknown --scoring {scoring!r}", hint="auto, generate or loglikelihood")
+    if lm_eval_include_path is not None or any(name.startswith("lm_eval:") for name in names):
+        from lai.tasks import lm_eval_task
+
+        for name in (n for n in names if n.startswith("lm_eval:")):
+            spec = lm_eval_task.make_spec(name.removeprefix("lm_eval:"), lm_eval_include_path.resolve() if lm_eval_include_path else None)
+            lm_eval_task.check_spec(spec, pool)
+            lm_eval_task.register(spec)
     out = out or Path("runs") / f"eval-{protocol}"
     judge = None
     if judge_base_url or judge_model:

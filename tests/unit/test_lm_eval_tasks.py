@@ -275,3 +275,20 @@ def test_a_whole_run_on_fakes_with_lm_eval_pools_and_benchmarks(tmp_path: Path) 
     assert (run / "iter_01" / "verified.jsonl").read_text().strip()
     assert sorted(p.name for p in (run / "iter_01" / "eval").iterdir()) == [f"lm_eval:{GEN}-test.jsonl", f"lm_eval:{MC}-test.jsonl"]
     assert f"lm_eval:{GEN}/test" in (run / "report.md").read_text()
+
+
+def test_lai_eval_runs_lm_eval_tasks_from_an_include_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the optional extra lai[lm-eval]")
+    from typer.testing import CliRunner
+
+    from lai.cli import app
+
+    monkeypatch.chdir(FIXTURES)  # the YAMLs' data_files are relative to the working folder
+    names = f"lm_eval:{GEN},lm_eval:{MC}"
+    common = ["eval", "--model", "fake", "--backend", "scripted", "--lm-eval-include-path", "."]
+    result = CliRunner().invoke(app, [*common, "--tasks", names, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["tasks"][f"lm_eval:{GEN}"]["n"] == 5 and summary["tasks"][f"lm_eval:{MC}"]["scoring"] == "loglikelihood"
+    unknown = CliRunner().invoke(app, [*common, "--tasks", "lm_eval:nope", "--out", str(tmp_path / "x")])
+    assert unknown.exit_code != 0 and "unknown lm-eval task 'nope'" in str(unknown.exception)  # main() prints it
