@@ -16,6 +16,7 @@ error naming the field, never an empty string.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -326,6 +327,16 @@ def check_templates(spec: TaskSpec, where: Where) -> None:
             raise ConfigError(f"{where(*key)}: expression syntax error: {error.message}") from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _template(source: str) -> jinja2.Template:
+    return ENV.from_string(source)  # compiled once: a pool renders it for every row
+
+
+@functools.lru_cache(maxsize=1024)
+def _expression(source: str) -> Any:
+    return ENV.compile_expression(source, undefined_to_none=False)
+
+
 class TemplateFailed(DataError):
     """A template or expression failed on a row (a missing field, a failing method call)."""
 
@@ -333,7 +344,7 @@ class TemplateFailed(DataError):
 def render(source: str, context: dict[str, Any], what: str) -> str:
     """A template rendered; a missing field or a failing expression is a DataError naming ``what``."""
     try:
-        return ENV.from_string(source).render(context)
+        return _template(source).render(context)
     except jinja2.UndefinedError as error:
         raise TemplateFailed(f"{what}: {error.message}") from None
     except jinja2.TemplateError as error:
@@ -344,7 +355,7 @@ def render(source: str, context: dict[str, Any], what: str) -> str:
 
 def holds(source: str, context: dict[str, Any], what: str) -> bool:
     try:
-        return bool(ENV.compile_expression(source, undefined_to_none=False)(context))
+        return bool(_expression(source)(context))
     except jinja2.UndefinedError as error:
         raise TemplateFailed(f"{what}: {error.message}") from None
     except Exception as error:  # noqa: BLE001
