@@ -210,7 +210,7 @@ def test_validate_online_accepts_an_endpoint_that_lists_the_model(tmp_path: Path
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         write_data(tmp_path / "data")
         raw = fake_config("data/train.jsonl", "data/test.jsonl")
