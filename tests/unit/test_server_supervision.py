@@ -103,8 +103,18 @@ def test_a_server_that_dies_once_is_restarted_and_the_work_finishes(tmp_path: Pa
         assert calls == 2 and flag.exists() and server.restarts == 1 and server.death() is None
 
 
-def test_an_error_while_the_server_lives_is_passed_on_untouched(tmp_path: Path) -> None:
+def test_an_error_while_the_server_lives_is_passed_on_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with LocalInstructorServer(stand_in(), tmp_path / "server.log") as server:
+        # supervised() gives a server that may be dying a few seconds to go; this one lives,
+        # so the whole grace would be waited out. Asked for, then cut to a moment.
+        graces: list[float] = []
+        real_death = server.death
+
+        def death(wait_s: float = 0.0) -> str | None:
+            graces.append(wait_s)
+            return real_death(wait_s=min(wait_s, 0.3))
+
+        monkeypatch.setattr(server, "death", death)
 
         def work() -> None:
             raise InstructorError("HTTP 401 from the endpoint")
@@ -112,6 +122,7 @@ def test_an_error_while_the_server_lives_is_passed_on_untouched(tmp_path: Path) 
         with pytest.raises(InstructorError, match="^HTTP 401 from the endpoint$"):
             supervised(server, work)
         assert server.restarts == 0
+        assert graces and graces[0] > 0, "the server was given a moment to die before the error was judged"
 
 
 def local_run(tmp_path: Path, data_dir: Path, *flags: str) -> dict[str, Any]:
