@@ -77,11 +77,12 @@ def wait_for_stage(process: subprocess.Popen[str], run_dir: Path, stage: str, ti
     raise AssertionError(f"{stage} never started")
 
 
-def slow(data_dir: Path) -> dict[str, Any]:
-    """Every stage takes long enough to be signalled in the middle."""
+def slow(data_dir: Path, target: bool = True) -> dict[str, Any]:
+    """Every stage takes long enough to be signalled in the middle. ``target=False``: the
+    target's stages (collect) are quick, so a run reaches the instructor's in a moment."""
     return config(
         data_dir,
-        target={"options": {"delay_s": 0.5}},
+        target={"options": {"delay_s": 0.5 if target else 0.0}},
         instructor={"options": {"delay_s": 1.0}},
     )
 
@@ -99,7 +100,8 @@ def test_ctrl_c_and_sigterm_say_interrupted_and_exit_130_or_143(
     tmp_path: Path, data_dir: Path, signum: int, code: int, stage: str
 ) -> None:
     run_dir = tmp_path / "run"
-    process = start(tmp_path, slow(data_dir), run_dir)
+    # Only the stage to signal is slow: collect's 0.5 s per row would delay instruct by seconds.
+    process = start(tmp_path, slow(data_dir, target=not stage.endswith("/instruct")), run_dir)
     try:
         wait_for_stage(process, run_dir, stage)
         signalled = time.monotonic()
@@ -173,7 +175,7 @@ class _NotFound(BaseHTTPRequestHandler):
 
 def test_all_requests_failing_stops_the_stage_and_a_fixed_base_url_resumes_it(tmp_path: Path, data_dir: Path) -> None:
     wrong = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
-    Thread(target=wrong.serve_forever, daemon=True).start()
+    Thread(target=wrong.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     wrong_url = f"http://127.0.0.1:{wrong.server_address[1]}/wrong"
     openai = {"backend": "openai", "model": "teacher", "max_retries": 1, "timeout_s": 5, "backoff_base_s": 0.01}
     run_dir = tmp_path / "run"

@@ -31,8 +31,13 @@ from tests.helpers.markdown import table_rows
 from tests.pipeline.test_loop import fake_config
 from tests.unit.test_cli import assert_clean_error, lai
 
-# The export writes a Hugging Face dataset: without the train extra the file skips, saying so.
-datasets = pytest.importorskip("datasets")
+
+@pytest.fixture(scope="module", autouse=True)
+def _datasets_installed() -> None:
+    """The export writes a Hugging Face dataset: without the train extra every test here skips,
+    saying so. Checked when the tests run, not at import: a base install still collects."""
+    pytest.importorskip("datasets")
+
 
 REPO = Path(__file__).resolve().parents[2]
 TEXT_COLUMNS = ("id", "task", "question", "solution", "answer", "strategy", "error_id", "row_id", "diagnosis",
@@ -75,7 +80,8 @@ def verified(run_dir: Path) -> list[dict[str, Any]]:
     return [row for k in (1, 2) for row in jsonl(run_dir / f"iter_{k:02d}" / "verified.jsonl")]
 
 
-def load(out: Path) -> datasets.Dataset:
+def load(out: Path) -> Any:
+    datasets = pytest.importorskip("datasets")
     loaded = datasets.load_from_disk(str(out))
     assert isinstance(loaded, datasets.DatasetDict) and list(loaded) == ["train"]
     return loaded["train"]
