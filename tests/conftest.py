@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -63,15 +64,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@functools.cache
+def has_gpu() -> bool:
     try:
         import torch
-
-        has_gpu = torch.cuda.is_available()
     except ImportError:
-        has_gpu = False
-    for item in items:
-        if "gpu" in item.keywords and not has_gpu:
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Asked when a gpu test is about to run, not at collection: importing torch to find out
+    # costs seconds that a run without gpu tests (the fast tier) has no use for.
+    if "gpu" in item.keywords and not has_gpu():
+        pytest.skip("needs a CUDA GPU")
 
 
 @pytest.fixture(scope="session")

@@ -6,21 +6,21 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from lai.config import EMBEDDED_MODEL, TrainConfig  # noqa: E402
-from lai.locate import embedded_gguf, locate_model  # noqa: E402
-from lai.models.hf import HFTarget  # noqa: E402
-from lai.tasks import get_task  # noqa: E402
-from lai.train.base import TrainExample  # noqa: E402
-from lai.train.sft import SFTTrainerBackend  # noqa: E402
+from lai.config import EMBEDDED_MODEL, TrainConfig
+from lai.locate import embedded_gguf, locate_model
+from lai.models.hf import HFTarget
+from lai.tasks import get_task
+from lai.train.base import TrainExample
+from lai.train.sft import SFTTrainerBackend
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def embedded_dir() -> Path:
+    # Checked here, not at import: collecting this file (every run of the suite) needs no torch.
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
     try:
         embedded_gguf("smollm2-135m-instruct")
     except Exception as error:  # noqa: BLE001
@@ -59,6 +59,9 @@ def test_a_few_lora_steps_change_the_adapter_and_the_model_reloads(embedded_dir:
     adapter = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     lora_b = [t for name, t in adapter.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b), "LoRA B starts at zero; training must move it"
+
+    import torch
+    import transformers
 
     prompt = transformers.AutoTokenizer.from_pretrained(embedded_dir)("What is 2 times 3?", return_tensors="pt")
     base = transformers.AutoModelForCausalLM.from_pretrained(embedded_dir)

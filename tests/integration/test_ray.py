@@ -22,8 +22,6 @@ from lai.records import GeneratedSample
 from lai.tasks import get_task
 from tests.pipeline.test_loop import fake_config, records
 
-ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'lai[distributed]')")
-
 CLUSTER = {"backend": "ray", "workers": 2, "shard_size": 3, "local_cpus": 2, "cpus_per_worker": 1}
 
 pytestmark = pytest.mark.slow  # starts a Ray cluster
@@ -31,6 +29,8 @@ pytestmark = pytest.mark.slow  # starts a Ray cluster
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
+    # Imported here, not at import time: collecting this file (every run of the suite) needs no Ray.
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'lai[distributed]')")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+from lai.models.batching import budget_batches, longest_first, padded_tokens
+from lai.models.greedy import continuous_greedy
+from lai.models.hf import HFTarget
+from lai.models.prompting import cut_at_stop
 
-from lai.models.batching import budget_batches, longest_first, padded_tokens  # noqa: E402
-from lai.models.greedy import continuous_greedy  # noqa: E402
-from lai.models.hf import HFTarget  # noqa: E402
-from lai.models.prompting import cut_at_stop  # noqa: E402
+# The batching rule needs neither torch nor transformers; every other test takes the tiny
+# model (tiny_model_dir), which skips without them.
 
 # Very different lengths, more prompts than any batch holds, chat and raw.
 MIXED: list = [[{"role": "user", "content": "word " * n}] for n in (1, 40, 3, 25, 7, 60, 2, 12, 30, 5)]

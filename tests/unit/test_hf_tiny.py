@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+from lai.config import TrainConfig
+from lai.models.hf import HFTarget
+from lai.train.base import TrainExample
+from lai.train.sft import SFTTrainerBackend
 
-from lai.config import TrainConfig  # noqa: E402
-from lai.models.hf import HFTarget  # noqa: E402
-from lai.train.base import TrainExample  # noqa: E402
-from lai.train.sft import SFTTrainerBackend  # noqa: E402
+# Every test here takes tiny_model_dir, which skips without torch and transformers; they are
+# imported by the tests that use them, so collecting this file (every run) needs neither.
 
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 2?"}],
@@ -50,6 +50,9 @@ def examples() -> list[TrainExample]:
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_training_changes_the_weights_and_the_saved_model_reloads(tiny_model_dir: Path, tmp_path: Path, method: str) -> None:
+    import torch
+    import transformers
+
     config = TrainConfig(method=method, max_steps=3, batch_size=4, learning_rate=5e-3, gradient_checkpointing=False)
     summary = SFTTrainerBackend(config, seed=0).train(str(tiny_model_dir), examples(), tmp_path)
     assert summary["trained"] and summary["steps"] == 3 and summary["examples"] == 8
@@ -69,6 +72,7 @@ def test_training_changes_the_weights_and_the_saved_model_reloads(tiny_model_dir
 
 
 def test_loss_is_on_the_answer_tokens_only(tiny_model_dir: Path) -> None:
+    import transformers
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 

@@ -276,11 +276,12 @@ def test_worker_entry_point_usage() -> None:
 
 # ---------------------------------------------------------------- packing (tiny random Llama)
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+# torch and transformers are imported by the tests that use them (the tests above need
+# neither, and run on a base install); the tiny model's tests skip without them.
 
 
 def test_packed_rows_collator_layout() -> None:
+    pytest.importorskip("torch")
     from lai.train.packing import PackedRowsCollator
 
     batch = PackedRowsCollator(pad_token_id=0)(
@@ -298,6 +299,7 @@ def test_packed_rows_collator_layout() -> None:
 
 def tokenized(model_dir: Path) -> tuple:
     """A TRL trainer (no packing) over two conversational rows, and the two tokenized rows."""
+    import transformers
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -329,6 +331,8 @@ def packed_after(first: dict, second: dict, learn_first: bool = False) -> dict:
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packed_example_gets_its_logits_alone(tiny_model_dir: Path, attention: str) -> None:
+    import torch
+
     from lai.train.packing import PackedRowsCollator
 
     _, model, short, long = tokenized(tiny_model_dir)
@@ -349,6 +353,7 @@ def test_packed_example_gets_its_logits_alone(tiny_model_dir: Path, attention: s
 
 
 def test_packed_loss_through_trls_compute_loss_equals_the_loss_alone(tiny_model_dir: Path) -> None:
+    import torch
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from lai.train.packing import PackedRowsCollator
@@ -371,6 +376,8 @@ def test_packed_loss_through_trls_compute_loss_equals_the_loss_alone(tiny_model_
 
 
 def test_isolation_check_catches_a_leaking_layout(tiny_model_dir: Path) -> None:
+    import torch
+
     from lai.train.packing import PackedRowsCollator, check_isolation
 
     _, model, _, _ = tokenized(tiny_model_dir)
@@ -415,11 +422,15 @@ def test_packed_training_spends_no_compute_on_padding(tiny_model_dir: Path, tmp_
 
 
 def weights(folder: Path) -> dict:
+    import transformers
+
     return transformers.AutoModelForCausalLM.from_pretrained(folder).state_dict()
 
 
 @pytest.mark.slow
 def test_ddp_on_cpu_trains_with_two_real_processes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
     from lai.train.sft import SFTTrainerBackend
 
     config = TrainConfig(
