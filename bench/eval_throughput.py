@@ -1,9 +1,9 @@
 """`lai eval` throughput with the transformers backend, before and after token-budget batching.
 
 "Before" is the backend as it was at commit ed408bc (the last commit to touch
-src/lai/models/hf.py and greedy.py before this work): both files are read with
+src/lai/targets/hf.py and greedy.py before this work): both files are read with
 ``git show REV:path`` into a temporary module, registered as the target backend
-``hf-before``, and run through the very same ``lai.evaluation.evaluate_model`` as the
+``hf-before``, and run through the very same ``lai.eval_command.evaluate_model`` as the
 current backend ("after", ``hf``). Same model (the embedded SmolLM2-135M-Instruct, fp32),
 same rows, same process, one after the other for each task; with ``--repeats 2`` the
 second round runs "after" first, so neither side always gets the warmer machine.
@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from lai.data import default_data_dir  # noqa: E402
-from lai.evaluation import evaluate_model  # noqa: E402
-from lai.models import TARGETS  # noqa: E402
+from lai.eval_command import evaluate_model  # noqa: E402
+from lai.targets import TARGETS  # noqa: E402
 
 BEFORE_REV = "ed408bc"
 MODEL = "embedded:smollm2-135m-instruct"
@@ -60,8 +60,8 @@ def install_before(rev: str) -> str:
     """Write the backend at ``rev`` into a temp module and register it as ``hf-before``."""
     folder = Path(tempfile.mkdtemp(prefix="lai-before-"))
     show = lambda path: subprocess.check_output(["git", "show", f"{rev}:{path}"], cwd=REPO, text=True)  # noqa: E731
-    (folder / "lai_before_greedy.py").write_text(show("src/lai/models/greedy.py"))
-    hf = show("src/lai/models/hf.py").replace("from lai.models.greedy import", "from lai_before_greedy import")
+    (folder / "lai_before_greedy.py").write_text(show("src/lai/targets/greedy.py"))
+    hf = show("src/lai/targets/hf.py").replace("from lai.targets.greedy import", "from lai_before_greedy import")
     (folder / "lai_before_hf.py").write_text(hf)
     sys.path.insert(0, str(folder))
     TARGETS.register("hf-before", "lai_before_hf:HFTarget")
@@ -129,7 +129,7 @@ def main() -> None:
     if unknown := sorted(set(chosen) - set(TASKS)):
         sys.exit(f"unknown task label(s) {', '.join(unknown)}: choose from {', '.join(TASKS)}")
     report: dict[str, Any] = {
-        "before": f"git {args.before_rev} (src/lai/models/hf.py, greedy.py)",
+        "before": f"git {args.before_rev} (src/lai/targets/hf.py, greedy.py)",
         "after": "working tree",
         "model": MODEL,
         "batch_size": args.batch_size,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from lai.config import BenchmarkConfig, RunConfig
 from lai.manifest import Manifest
-from lai.models import Target
 from lai.progress import Progress
 from lai.ray_cluster import AnswerJob, RayActors, TargetSpec, answer_and_score_sharded
 from lai.records import Attempt, Sample
 from lai.scoring import answer_and_score
+from lai.targets import Target
 from lai.tasks.base import Task
 
 

@@ -278,7 +278,7 @@ def eval_(
     lm-evaluation-harness tasks (lai[lm-eval]) are named lm_eval:NAME."""
     from rich.table import Table
 
-    from lai.evaluation import evaluate_model
+    from lai.eval_command import evaluate_model
 
     _register_includes(include_path)
 

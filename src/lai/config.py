@@ -28,8 +28,8 @@ from pydantic import (
 
 from lai.errors import ConfigError, read_text, too_big
 from lai.instructor import INSTRUCTORS
-from lai.models import TARGETS
 from lai.strategies import STRATEGIES
+from lai.targets import TARGETS
 from lai.tasks import (  # lm-eval itself is imported only when a config names a task
     TASKS,
     lm_eval_task,

@@ -37,7 +37,7 @@ class TargetSpec:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Any:
-        from lai.models import TARGETS
+        from lai.targets import TARGETS
 
         return TARGETS.build(self.backend, self.model, **self.settings)
 

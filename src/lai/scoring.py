@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Literal
 
 from lai.errors import ConfigError
-from lai.models.base import Target
 from lai.progress import NullProgress, Progress, RowHook, RowTicker
 from lai.records import Attempt, Sample, Score
 from lai.store import JsonlWriter, read_records
+from lai.targets.base import Target
 from lai.tasks.base import Task
 
 log = logging.getLogger(__name__)

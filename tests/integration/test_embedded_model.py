@@ -8,7 +8,7 @@ import pytest
 
 from lai.config import EMBEDDED_MODEL, TrainConfig
 from lai.locate import embedded_gguf, locate_model
-from lai.models.hf import HFTarget
+from lai.targets.hf import HFTarget
 from lai.tasks import get_task
 from lai.train.base import TrainExample
 from lai.train.sft import SFTTrainerBackend

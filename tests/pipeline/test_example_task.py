@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from lai.config import load_config
-from lai.models.scripted import ScriptedTarget
 from lai.pipeline import Pipeline
 from lai.store import load_summaries
+from lai.targets.scripted import ScriptedTarget
 from lai.tasks import TASKS
 from lai.tasks.from_file import forget_user_tasks
 

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from lai.config import build_config
-from lai.models.scripted import ScriptedTarget
 from lai.pipeline import Pipeline
 from lai.records import Attempt
 from lai.store import load_summaries
+from lai.targets.scripted import ScriptedTarget
 
 REPO = Path(__file__).resolve().parents[2]
 RECORD_FILES = (

@@ -428,7 +428,7 @@ def run_forked(args: list[str], cwd: Path, env: dict[str, str], out: Path) -> in
 
 @pytest.fixture(scope="session")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
-    for module in ("lai.cli", "lai.evaluation", "lai.pipeline", "lai.preflight"):
+    for module in ("lai.cli", "lai.eval_command", "lai.pipeline", "lai.preflight"):
         importlib.import_module(module)  # imported once here, shared by the forked cases
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)

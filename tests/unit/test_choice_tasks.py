@@ -7,10 +7,10 @@ import pytest
 
 from lai.errors import ConfigError, DataError
 from lai.instructor.prompts import render
-from lai.models.scripted import ScriptedTarget
 from lai.records import Attempt
 from lai.scoring import answer_and_score
 from lai.store import read_records
+from lai.targets.scripted import ScriptedTarget
 from lai.tasks import get_task
 from lai.tasks.base import SampleRejected
 from lai.tasks.choice import (

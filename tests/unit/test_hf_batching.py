@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from lai.models.batching import budget_batches, longest_first, padded_tokens
-from lai.models.greedy import continuous_greedy
-from lai.models.hf import HFTarget
-from lai.models.prompting import cut_at_stop
+from lai.targets.batching import budget_batches, longest_first, padded_tokens
+from lai.targets.greedy import continuous_greedy
+from lai.targets.hf import HFTarget
+from lai.targets.prompting import cut_at_stop
 
 # The batching rule needs neither torch nor transformers; every other test takes the tiny
 # model (tiny_model_dir), which skips without them.

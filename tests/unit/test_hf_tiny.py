@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lai.config import TrainConfig
-from lai.models.hf import HFTarget
+from lai.targets.hf import HFTarget
 from lai.train.base import TrainExample
 from lai.train.sft import SFTTrainerBackend
 
@@ -101,8 +101,8 @@ def test_shared_prefix_cache_gives_the_same_text(tiny_model_dir: Path) -> None:
 
 
 def test_stop_strings_cut_the_text(tiny_model_dir: Path) -> None:
-    from lai.models.hf import common_prefix_length
-    from lai.models.prompting import cut_at_stop
+    from lai.targets.hf import common_prefix_length
+    from lai.targets.prompting import cut_at_stop
 
     assert cut_at_stop("The answer is 4.\n\nQ: next", ["Q:", "</s>"]) == "The answer is 4.\n\n"
     assert common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 1  # every row keeps a token

@@ -119,7 +119,7 @@ def test_the_graph_sees_the_imports_it_should() -> None:
     assert "lai.config" in graph["lai.pipeline"]
     assert "lai.errors" in graph["lai.config"]
     assert "lai.config" not in graph["lai.train.base"]  # only under TYPE_CHECKING
-    assert "lai.models.hf" in import_graph(deferred=True)["lai.train.sft"]  # inside run_training
+    assert "lai.targets.hf" in import_graph(deferred=True)["lai.train.sft"]  # inside run_training
 
 
 def test_find_cycle_reports_a_cycle() -> None:

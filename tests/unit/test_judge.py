@@ -183,7 +183,7 @@ def test_a_later_judge_keeps_its_reasoning_in_the_record(server: JudgeServer, tm
 
 
 def test_lai_eval_scores_a_task_file_with_the_judge_and_reports_agreement(server: JudgeServer, tmp_path: Path) -> None:
-    from lai.evaluation import evaluate_model
+    from lai.eval_command import evaluate_model
     from lai.tasks.from_file import register_task_files
 
     folder = tmp_path / "tasks"

@@ -24,9 +24,9 @@ import pytest
 
 from lai.config import build_config
 from lai.errors import ConfigError
-from lai.models.base import Prompt, Target
 from lai.records import Attempt
 from lai.scoring import answer_and_score
+from lai.targets.base import Prompt, Target
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "lm_eval"
 GEN, MC = "lai_fixture_gen", "lai_fixture_mc"
@@ -203,7 +203,7 @@ def test_lai_and_lm_eval_agree_per_item(tiny_model_dir: Path, tmp_path: Path, mo
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from lai.evaluation import evaluate_model
+    from lai.eval_command import evaluate_model
 
     monkeypatch.chdir(FIXTURES)  # the YAMLs' data_files are relative, as lm-eval reads them
     config([{"lm_eval_task": GEN, "include_path": str(FIXTURES)}, {"lm_eval_task": MC, "include_path": str(FIXTURES)}])

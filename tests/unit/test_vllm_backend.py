@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from lai.errors import ConfigError, ModelError
-from lai.models import TARGETS
-from lai.models.prompting import cut_at_stop, encode_pair, encode_prompt, render_prompt, tidy_reply
-from lai.models.vllm import engine_dtype, sum_prompt_logprobs
+from lai.targets import TARGETS
+from lai.targets.prompting import cut_at_stop, encode_pair, encode_prompt, render_prompt, tidy_reply
+from lai.targets.vllm import engine_dtype, sum_prompt_logprobs
 from tests.unit.test_cli import assert_clean_error, lai
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ def transformers_engine(model_dir: Path) -> Any:
 def test_registered_lazily_and_never_imported_by_cli_or_config() -> None:
     assert "vllm" in TARGETS.names()
     code = (
-        "import sys, lai.cli, lai.models.vllm\n"
+        "import sys, lai.cli, lai.targets.vllm\n"
         "from lai.config import build_config\n"
         "cfg = build_config({'target': {'backend': 'vllm', 'model': 'org/model', 'options': {'tensor_parallel_size': 2}},"
         " 'instructor': {'backend': 'scripted', 'local': {'server': 'vllm'}}, 'train': {'backend': 'noop'}})\n"
@@ -209,7 +209,7 @@ def test_gguf_files_are_refused(fake_vllm: FakeState, tmp_path: Path) -> None:
 
 
 def test_prompts_render_exactly_as_the_hf_backend(tokenizer: Any) -> None:
-    from lai.models.hf import HFTarget
+    from lai.targets.hf import HFTarget
 
     hf_like = SimpleNamespace(tokenizer=tokenizer)
     for prompt in PROMPTS:
@@ -308,7 +308,7 @@ def test_close_frees_the_engine(fake_vllm: FakeState, tiny_dir: Path) -> None:
 def test_same_answers_as_the_hf_backend_on_the_same_weights(fake_vllm: FakeState, tiny_dir: Path) -> None:
     """Engine maths aside (the fake computes it with transformers), every step around the
     model is the hf backend's: the per-item texts and log-likelihoods must be equal."""
-    from lai.models.hf import HFTarget
+    from lai.targets.hf import HFTarget
 
     fake_vllm.respond = transformers_engine(tiny_dir)
     hf = HFTarget(str(tiny_dir), batch_size=3)
@@ -341,7 +341,7 @@ def _records(folder: Path, task: str) -> list[dict[str, Any]]:
 def test_hf_and_vllm_agree_on_a_gpu(data_dir: Path, tmp_path: Path) -> None:
     """The embedded model, the same rows, both backends in float32: compare every item."""
     pytest.importorskip("vllm")
-    from lai.evaluation import evaluate_model
+    from lai.eval_command import evaluate_model
 
     runs = {}
     for backend, options in (

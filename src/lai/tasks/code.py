@@ -38,8 +38,8 @@ from typing import Any, ClassVar
 from lai import sandbox
 from lai.data import PoolSource
 from lai.errors import DataError
-from lai.models.prompting import cut_at_stop
 from lai.records import GeneratedSample, Sample, Score
+from lai.targets.prompting import cut_at_stop
 from lai.tasks.base import GenerationSpec, Prompt, SampleRejected, Task
 
 # lm-eval humaneval.yaml generation_kwargs (until, max_gen_toks).

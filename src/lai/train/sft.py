@@ -132,7 +132,7 @@ def run_training(
     from trl import SFTConfig, SFTTrainer
 
     from lai.locate import locate_model
-    from lai.models.hf import load_model_and_tokenizer
+    from lai.targets.hf import load_model_and_tokenizer
     from lai.train.accelerate_configs import cuda_devices, resolve_precision
     from lai.train.packing import (
         FLASH_IMPLEMENTATIONS,
@@ -285,7 +285,7 @@ def run_training(
 def _reload_trained(cfg: TrainConfig, source: Any, gathered: Path, out_dir: Path, dtype: Any) -> Any:
     """Main process, after a launched run: the saved adapter merged into a fresh base, or the full model."""
     from lai.locate import ModelSource
-    from lai.models.hf import load_model_and_tokenizer
+    from lai.targets.hf import load_model_and_tokenizer
 
     if cfg.method == "lora":
         from peft import PeftModel

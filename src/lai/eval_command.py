@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from lai.errors import ConfigError, LaiError
 from lai.locate import check_local_model
-from lai.models import TARGETS
 from lai.preflight import check_writable
 from lai.progress import Progress
 from lai.records import Sample
 from lai.scoring import answer_and_score, summarize
 from lai.store import atomic_write_json, read_json
+from lai.targets import TARGETS
 from lai.tasks import get_task
 from lai.tasks.base import PROTOCOLS, Task
 

@@ -22,28 +22,28 @@ from typing import Any
 
 from lai.errors import ConfigError, ModelError
 from lai.locate import ModelSource, locate_model
-from lai.models.base import Prompt, Target
-from lai.models.batching import (
+from lai.processes import usable_cpus
+from lai.targets.base import Prompt, Target
+from lai.targets.batching import (
     DEFAULT_MAX_BATCH_TOKENS,
     budget_batches,
     longest_first,
     padded_tokens,
 )
-from lai.models.greedy import (
+from lai.targets.greedy import (
     continuous_greedy,
     generated_stop_criteria,
     repeat_cache,
     select_rows,
     supports_continuous,
 )
-from lai.models.prompting import (
+from lai.targets.prompting import (
     encode_pair,
     encode_prompt,
     finish_text,
     render_prompt,
     require_chat_template,
 )
-from lai.processes import usable_cpus
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lai.models.batching import rows_that_fit
+from lai.targets.batching import rows_that_fit
 
 STOP_TAIL_TOKENS = 16  # a stop string is looked for in the last few decoded tokens
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lai.models.base import Prompt, Target
+from lai.targets.base import Prompt, Target
 
 
 class ScriptedTarget(Target):

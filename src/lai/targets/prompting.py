@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lai.errors import ModelError
-from lai.models.base import Prompt
+from lai.targets.base import Prompt
 
 
 def require_chat_template(tokenizer: Any, model: str) -> None:

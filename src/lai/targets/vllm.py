@@ -1,7 +1,7 @@
 """The vLLM target backend: the hf backend's prompts and answers, on vLLM's engine (CUDA).
 
 Everything around the model is shared with the transformers backend
-(:mod:`lai.models.prompting`): prompts are rendered with the model's own tokenizer (chat
+(:mod:`lai.targets.prompting`): prompts are rendered with the model's own tokenizer (chat
 template with the generation prompt, raw strings as they are) and handed to vLLM as token
 ids, so both backends feed the model the same tokens; the generated token ids are decoded,
 cut at the stop strings and tidied the same way. Generation is greedy (temperature 0) with
@@ -25,8 +25,8 @@ from typing import Any
 
 from lai.errors import ConfigError, ModelError
 from lai.locate import locate_model
-from lai.models.base import Prompt, Target
-from lai.models.prompting import (
+from lai.targets.base import Prompt, Target
+from lai.targets.prompting import (
     encode_pair,
     encode_prompt,
     finish_text,
