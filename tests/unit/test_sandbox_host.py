@@ -223,7 +223,7 @@ def test_run_cgroup_is_nested_under_our_own(no_leftovers: None) -> None:
     watcher.start()
     try:
         code = "import os, time\nwhile not os.path.exists('/tmp/never'):\n    time.sleep(0.05)\n"
-        result = run_program(code, timeout_s=3)
+        result = run_program(code, timeout_s=1)  # the run's cgroup exists from its start
     finally:
         done.set()
         watcher.join()
