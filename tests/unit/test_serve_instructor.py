@@ -39,6 +39,9 @@ from tests.unit.test_cli import assert_clean_error, lai
 
 REPO = Path(__file__).resolve().parents[2]
 STAND_IN = REPO / "tests" / "helpers" / "fake_vllm_server.py"
+#: The slow tier's rule: a test that starts a server process (here the vLLM stand-in, about
+#: 0.5-2 s with its readiness wait and stop) runs in `make test`, not in the fast tier.
+SERVER_PROCESS = pytest.mark.slow
 
 
 def test_vllm_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -111,6 +114,7 @@ def test_serve_instructor_without_vllm_exits_2(tmp_path: Path) -> None:
     assert_clean_error(lai("serve-instructor", "m", "--server", "tgi"), "server: Input should be 'llama_cpp' or 'vllm'")
 
 
+@SERVER_PROCESS
 def test_stand_in_server_through_the_context_manager(tmp_path: Path) -> None:
     """The class the pipeline uses: start, answer through the OpenAI client, stop."""
     from openai import OpenAI
@@ -132,6 +136,7 @@ def test_stand_in_server_through_the_context_manager(tmp_path: Path) -> None:
     assert argv[argv.index("--host") + 1] == "127.0.0.1" and argv[argv.index("--max-model-len") + 1] == "4096"
 
 
+@SERVER_PROCESS
 def test_stop_reaps_the_server_even_when_popens_wait_lock_is_stuck(tmp_path: Path) -> None:
     """A Ctrl-C landing inside Popen.poll can leave Popen's private waitpid lock held; after
     that every Popen.wait(timeout) times out although the child is dead (a CI failure of
@@ -228,6 +233,7 @@ def _stand_in(tmp_path: Path) -> tuple[ServeInstructor, dict[str, Any]]:
     return serving, json.loads(record.read_text())
 
 
+@SERVER_PROCESS
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_serve_instructor_serves_until_ctrl_c_or_sigterm(tmp_path: Path, signum: int) -> None:
     serving, record = _stand_in(tmp_path)
@@ -244,6 +250,7 @@ def test_serve_instructor_serves_until_ctrl_c_or_sigterm(tmp_path: Path, signum:
     assert "Traceback" not in serving.stderr.read_text()
 
 
+@SERVER_PROCESS
 def test_the_server_dies_with_lai_even_on_kill_9(tmp_path: Path) -> None:
     serving, record = _stand_in(tmp_path)
     assert serving.models() == [ALIAS]
@@ -251,6 +258,7 @@ def test_the_server_dies_with_lai_even_on_kill_9(tmp_path: Path) -> None:
     assert _wait(lambda: _gone(record["pid"])), "PR_SET_PDEATHSIG did not stop the server"
 
 
+@SERVER_PROCESS
 def test_a_server_that_dies_is_reported(tmp_path: Path) -> None:
     serving, record = _stand_in(tmp_path)
     os.kill(record["pid"], signal.SIGKILL)

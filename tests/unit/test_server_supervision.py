@@ -27,6 +27,9 @@ from tests.unit.test_cli import assert_clean_error, fake, lai
 
 REPO = Path(__file__).resolve().parents[2]
 STAND_IN = REPO / "tests" / "helpers" / "fake_vllm_server.py"
+#: The slow tier's rule: a test that starts a server process (here the vLLM stand-in, about
+#: 0.5-2 s with its readiness wait and stop) runs in `make test`, not in the fast tier.
+SERVER_PROCESS = pytest.mark.slow
 
 
 def stand_in(*flags: str) -> LocalInstructorConfig:
@@ -60,6 +63,7 @@ def test_last_meaningful_line_skips_access_logs(tmp_path: Path) -> None:
     assert last_meaningful_line(tmp_path / "missing.log") == ""
 
 
+@SERVER_PROCESS
 def test_a_dead_server_is_named_restarted_once_then_stops_the_work(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     with LocalInstructorServer(stand_in("--crash-on", "1"), log) as server:
@@ -85,6 +89,7 @@ def test_a_dead_server_is_named_restarted_once_then_stops_the_work(tmp_path: Pat
         assert server.process is None, "the dead server is cleaned up"
 
 
+@SERVER_PROCESS
 def test_a_server_that_dies_once_is_restarted_and_the_work_finishes(tmp_path: Path) -> None:
     flag = tmp_path / "crashed-once"
     with LocalInstructorServer(stand_in("--crash-on", "1", "--crash-once", str(flag)), tmp_path / "server.log") as server:
@@ -103,6 +108,7 @@ def test_a_server_that_dies_once_is_restarted_and_the_work_finishes(tmp_path: Pa
         assert calls == 2 and flag.exists() and server.restarts == 1 and server.death() is None
 
 
+@SERVER_PROCESS
 def test_an_error_while_the_server_lives_is_passed_on_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with LocalInstructorServer(stand_in(), tmp_path / "server.log") as server:
         # supervised() gives a server that may be dying a few seconds to go; this one lives,
@@ -143,6 +149,7 @@ def local_run(tmp_path: Path, data_dir: Path, *flags: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@SERVER_PROCESS
 def test_the_pipeline_restarts_a_crashed_local_server_and_finishes_the_stage(data_dir: Path, tmp_path: Path) -> None:
     flag = tmp_path / "crashed-once"
     config = build_config(local_run(tmp_path, data_dir, "--crash-on", "2", "--crash-once", str(flag)))
@@ -154,6 +161,7 @@ def test_the_pipeline_restarts_a_crashed_local_server_and_finishes_the_stage(dat
     assert log.count("stand-in vLLM server for org/model") == 2
 
 
+@SERVER_PROCESS
 def test_the_same_crash_twice_is_one_line_naming_the_signal_and_the_log(data_dir: Path, tmp_path: Path) -> None:
     import yaml
 
