@@ -16,6 +16,7 @@ wire at the kill) are counted apart; at most ``concurrency`` per kill.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -136,12 +137,92 @@ class Outcome:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
 
 
-def run_child(base_url: str, tmp: Path, n: int, concurrency: int, max_cost: float | None) -> subprocess.Popen[bytes]:
-    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, base_url, str(tmp), str(n), str(concurrency), str(max_cost or 0)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+#: Imports what :data:`CHILD` imports once (the OpenAI client alone costs ~0.7 s a process),
+#: then, per line of JSON arguments on stdin, forks a child that runs CHILD in a session of
+#: its own and prints the child's pid, then its exit status (negative: killed by that
+#: signal). Each run is still a process of its own, killed with kill -9 and started afresh
+#: from what is on disk; only the interpreter start and the imports are shared.
+ZYGOTE = textwrap.dedent(
+    """
+    import json, os, sys
+    import lai.instructor.async_client, lai.instructor.base, lai.instructor.ledger, lai.instructor.runner
+    child = compile(sys.argv[1], "<kill_resume child>", "exec")
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            sys.argv = ["-c", *json.loads(line)]
+            code = 1
+            try:
+                exec(child, {"__name__": "__main__"})
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            finally:
+                os._exit(code)
+        print(pid, flush=True)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    """
+)
+
+
+class Zygote:
+    """The process :data:`ZYGOTE` runs; :meth:`start` gives one :class:`ForkedChild` at a time."""
+
+    def __init__(self) -> None:
+        env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE, CHILD], cwd=REPO, env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+
+    def start(self, *args: str) -> ForkedChild:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps(list(args)) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the kill_resume zygote died (exit status {self.process.wait()})")
+        return ForkedChild(int(line), self.process.stdout)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+class ForkedChild:
+    """Popen's ``pid``, ``poll`` and ``wait`` for a child the zygote forked and reaps."""
+
+    def __init__(self, pid: int, status_lines: Any) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._reader = threading.Thread(target=self._read, args=(status_lines,), daemon=True)
+        self._reader.start()
+
+    def _read(self, status_lines: Any) -> None:
+        line = status_lines.readline()
+        self.returncode = int(line) if line.strip() else -signal.SIGKILL  # the zygote itself died
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._reader.join(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired("kill_resume child", timeout or 0)
+        return self.returncode
+
+
+def run_child(zygote: Zygote, base_url: str, tmp: Path, n: int, concurrency: int, max_cost: float | None) -> ForkedChild:
+    return zygote.start(base_url, str(tmp), str(n), str(concurrency), str(max_cost or 0))
 
 
 def kill_and_resume(
@@ -161,9 +242,12 @@ def kill_and_resume(
     outcome = Outcome()
     started = time.monotonic()
     faults = ("429", "500", "503", "timeout", "close", "malformed", "empty")
-    with LoggingFaultServer(fault_rate=fault_rate, faults=faults, seed=seed, latency_s=0.01, retry_after_s=0.05, hang_s=0.6) as server:
+    zygote = Zygote()
+    with contextlib.ExitStack() as stack:
+        stack.callback(zygote.close)
+        server = stack.enter_context(LoggingFaultServer(fault_rate=fault_rate, faults=faults, seed=seed, latency_s=0.01, retry_after_s=0.05, hang_s=0.6))
         while True:
-            child = run_child(server.base_url, tmp, n, concurrency, max_cost)
+            child = run_child(zygote, server.base_url, tmp, n, concurrency, max_cost)
             outcome.runs += 1
             try:
                 if outcome.kills < kills:
