@@ -133,6 +133,7 @@ def test_runtime_checks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def generated(tmp_path: Path, **train: object) -> dict:
     """Render, write and read back the config the way accelerate itself does."""
+    pytest.importorskip("accelerate", reason="accelerate is part of the train extra (pip install 'lai[train]')")
     from accelerate.commands.config.config_args import load_config_from_file
 
     config = TrainConfig(**train)
