@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from lai.config import load_config
 from lai.errors import RunDirError, user_error
 from lai.preflight import check_run_files, preflight
 from lai.store import atomic_write_text
+from tests.helpers.forked_cli import lai_forked
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = [{"question": f"Tom has {i} apples and buys 2 more. How many now?", "answer": f"#### {i + 2}"} for i in range(12)]
@@ -72,19 +74,12 @@ def test_saved_config_holds_absolute_paths_and_resumes_from_anywhere(tmp_path: P
     project = tmp_path / "project"
     write_data(project / "data")
     (project / "c.yaml").write_text(yaml.safe_dump(fake_config("data/train.jsonl", "data/test.jsonl")))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    run = subprocess.run(
-        [sys.executable, "-m", "lai.cli", "run", "c.yaml", "--run-dir", str(tmp_path / "run")],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    run = lai_forked("run", "c.yaml", "--run-dir", str(tmp_path / "run"), cwd=project)
     assert run.returncode == 0, run.stderr
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["select"]["pools"][0]["path"] == str((project / "data" / "train.jsonl").resolve())
     # Resume from another folder with only the run directory: the same files are found.
-    again = subprocess.run(
-        [sys.executable, "-m", "lai.cli", "run", "--run-dir", str(tmp_path / "run")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    again = lai_forked("run", "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
 
 
@@ -134,32 +129,27 @@ def test_check_run_files_ignores_a_torn_last_line(tmp_path: Path) -> None:
         check_run_files(tmp_path)
 
 
-# A real `lai run` in which every fsync of collect.jsonl fails as on a full disk.
-_FULL_DISK = """
-import errno, os, sys
-real = os.fsync
-def fsync(fd):
-    if os.readlink(f"/proc/self/fd/{fd}").endswith("collect.jsonl"):
-        raise OSError(errno.ENOSPC, "No space left on device")
-    return real(fd)
-os.fsync = fsync
-sys.argv = ["lai", *sys.argv[1:]]
-from lai.cli import main
-main()
-"""
+def _full_disk() -> None:
+    """In the forked `lai run` only: every fsync of collect.jsonl fails as on a full disk."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("collect.jsonl"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    os.fsync = fsync
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to find a descriptor's file")
 def test_full_disk_is_one_line_and_a_resume_matches_a_clean_run(tmp_path: Path) -> None:
     write_data(tmp_path / "data")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(fake_config("data/train.jsonl", "data/test.jsonl")))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "400"}
 
-    def lai(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "lai.cli", *args]
-        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    def lai(*args: str, before: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+        return lai_forked(*args, cwd=tmp_path, before=before)
 
-    failed = lai("run", "c.yaml", "--run-dir", "full", code=_FULL_DISK)
+    failed = lai("run", "c.yaml", "--run-dir", "full", before=_full_disk)
     assert failed.returncode == 2, failed.stderr
     assert "Traceback" not in failed.stderr
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
@@ -232,10 +222,9 @@ def test_a_run_saved_with_relative_paths_still_resumes(tmp_path: Path) -> None:
     """Runs made before paths were saved absolute hold them relative to the working folder."""
     write_data(tmp_path / "data")
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(fake_config("data/train.jsonl", "data/test.jsonl")))
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
 
     def lai(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "lai.cli", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        return lai_forked(*args, cwd=tmp_path)
 
     assert lai("run", "c.yaml", "--run-dir", "run").returncode == 0
     saved = tmp_path / "run" / "config.yaml"
