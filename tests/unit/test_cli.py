@@ -12,12 +12,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.forked_cli import lai_forked
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def lai(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "lai.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+
+
+def forked(*args: str) -> subprocess.CompletedProcess[str]:
+    """The same command as a forked child of this process (tests/helpers/forked_cli.py): its
+    own streams and exit status, the real lai.cli.main, the imports shared. For the tests of
+    what a run writes and says; the ones about the command itself starting use lai()."""
+    return lai_forked(*args, cwd=Path.cwd(), env={"COLUMNS": "200"})
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -55,20 +64,20 @@ def test_validate_good_and_bad(tmp_path: Path) -> None:
 
 
 def test_run_end_to_end_on_fakes_then_report(tmp_path: Path, data_dir: Path) -> None:
-    result = lai("run", str(fake(tmp_path, data_dir)), "--run-dir", str(tmp_path / "run"))
+    result = forked("run", str(fake(tmp_path, data_dir)), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "report:" in result.stderr and (tmp_path / "run" / "report.md").exists()
     (tmp_path / "run" / "report.md").unlink()
-    assert lai("report", str(tmp_path / "run")).returncode == 0
+    assert forked("report", str(tmp_path / "run")).returncode == 0
     assert (tmp_path / "run" / "report.md").exists()
     # Resuming with only the run directory reuses its config.
-    assert lai("run", "--run-dir", str(tmp_path / "run")).returncode == 0
-    assert_clean_error(lai("report", str(tmp_path)), "not a lai run directory")
+    assert forked("run", "--run-dir", str(tmp_path / "run")).returncode == 0
+    assert_clean_error(forked("report", str(tmp_path)), "not a lai run directory")
 
 
 def test_missing_data_file(tmp_path: Path, data_dir: Path) -> None:
     config = fake(tmp_path, data_dir, select={"pools": [{"task": "gsm8k", "n": 2, "path": str(tmp_path / "x.jsonl")}]})
-    assert_clean_error(lai("run", str(config), "--run-dir", str(tmp_path / "run")), "not found", "x.jsonl")
+    assert_clean_error(forked("run", str(config), "--run-dir", str(tmp_path / "run")), "not found", "x.jsonl")
 
 
 def test_model_path_that_does_not_exist(tmp_path: Path, data_dir: Path) -> None:
@@ -83,7 +92,7 @@ def test_unreachable_instructor_keeps_what_was_written(tmp_path: Path, data_dir:
         port = sock.getsockname()[1]
     instructor = {"backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "model": "m", "max_retries": 0}
     config = fake(tmp_path, data_dir, instructor=instructor)
-    result = lai("run", str(config), "--run-dir", str(tmp_path / "run"))
+    result = forked("run", str(config), "--run-dir", str(tmp_path / "run"))
     assert_clean_error(result, "unreachable", f"127.0.0.1:{port}")
     collected = (tmp_path / "run" / "iter_01" / "collect.jsonl").read_text().splitlines()
     assert len(collected) == 4 and (tmp_path / "run" / "iter_01" / "collect.done").exists()
@@ -93,7 +102,7 @@ def test_unreachable_instructor_keeps_what_was_written(tmp_path: Path, data_dir:
 def test_dry_run_estimates_and_sends_nothing(tmp_path: Path, data_dir: Path) -> None:
     instructor = {"backend": "scripted", "model": "teacher", "max_tokens": 100, "prices": {"teacher": {"prompt": 2.0, "completion": 10.0}}}
     config = fake(tmp_path, data_dir, instructor=instructor, strategy={"name": "le", "budget": 8})
-    result = lai("run", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run")
+    result = forked("run", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "dry run" in result.stderr and "Nothing was sent" in result.stderr
     wrong = sum(not json.loads(x)["correct"] for x in (tmp_path / "run/iter_01/collect.jsonl").read_text().splitlines())
