@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import traceback
@@ -380,12 +379,6 @@ class Outcome:
     after: dict[str, bytes]
 
 
-def lai(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environ = {**os.environ, "PYTHONPATH": str(REPO / "src"), "COLUMNS": "400", **(env or {})}
-    environ.pop("LAI_TEST_UNSET_KEY", None)
-    return subprocess.run([sys.executable, "-m", "lai.cli", *args], capture_output=True, text=True, env=environ, cwd=cwd, timeout=120)
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -437,8 +430,9 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
     _PORT["port"] = port
     try:
         good = tmp_path_factory.mktemp("good")
-        result = lai(["run", config(good), "--run-dir", str(good / "run")], cwd=good)
-        assert result.returncode == 0, result.stderr
+        good_streams = tmp_path_factory.mktemp("good-streams")  # forked like the cases
+        good_pid = run_forked(["run", config(good), "--run-dir", str(good / "run")], good, {}, good_streams)
+        assert os.waitstatus_to_exitcode(os.waitpid(good_pid, 0)[1]) == 0, (good_streams / "stderr").read_text()
         _GOOD_RUN["dir"] = good / "run"
 
         prepared = []
