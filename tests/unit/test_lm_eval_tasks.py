@@ -76,7 +76,11 @@ def test_the_entry_names_the_lai_task_and_the_split() -> None:
 @pytest.mark.parametrize(
     ("entry", "words"),
     [
-        ({"lm_eval_task": "no_such_task_anywhere", "include_path": str(FIXTURES)}, "unknown lm-eval task 'no_such_task_anywhere'"),
+        pytest.param(  # not in include_path: lai then reads lm-eval's whole catalogue (~15,000 task files, ~5 s)
+            {"lm_eval_task": "no_such_task_anywhere", "include_path": str(FIXTURES)},
+            "unknown lm-eval task 'no_such_task_anywhere'",
+            marks=pytest.mark.slow,
+        ),
         ({"lm_eval_task": MC, "include_path": str(FIXTURES), "pool": "validation"}, "has no validation split"),
         ({"task": "gsm8k", "include_path": str(FIXTURES)}, "only applies with lm_eval_task"),
         ({"task": "gsm8k", "lm_eval_task": MC, "include_path": str(FIXTURES)}, "not both"),
@@ -290,5 +294,16 @@ def test_lai_eval_runs_lm_eval_tasks_from_an_include_path(tmp_path: Path, monkey
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["tasks"][f"lm_eval:{GEN}"]["n"] == 5 and summary["tasks"][f"lm_eval:{MC}"]["scoring"] == "loglikelihood"
+
+
+@pytest.mark.slow  # not in the include path: lai then reads lm-eval's whole catalogue (~15,000 task files, ~5 s)
+def test_lai_eval_names_an_unknown_lm_eval_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the optional extra lai[lm-eval]")
+    from typer.testing import CliRunner
+
+    from lai.cli import app
+
+    monkeypatch.chdir(FIXTURES)
+    common = ["eval", "--model", "fake", "--backend", "scripted", "--lm-eval-include-path", "."]
     unknown = CliRunner().invoke(app, [*common, "--tasks", "lm_eval:nope", "--out", str(tmp_path / "x")])
     assert unknown.exit_code != 0 and "unknown lm-eval task 'nope'" in str(unknown.exception)  # main() prints it
