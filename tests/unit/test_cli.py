@@ -101,7 +101,7 @@ def test_unreachable_instructor_keeps_what_was_written(tmp_path: Path, data_dir:
 
 def test_dry_run_estimates_and_sends_nothing(tmp_path: Path, data_dir: Path) -> None:
     instructor = {"backend": "scripted", "model": "teacher", "max_tokens": 100, "prices": {"teacher": {"prompt": 2.0, "completion": 10.0}}}
-    config = fake(tmp_path, data_dir, instructor=instructor, strategy={"name": "le", "budget": 8})
+    config = fake(tmp_path, data_dir, instructor=instructor, strategy={"name": "le", "budget": 8, "embedder": "hashing"})
     result = forked("run", str(config), "--run-dir", str(tmp_path / "run"), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "dry run" in result.stderr and "Nothing was sent" in result.stderr

@@ -113,6 +113,7 @@ def test_a_strategy_registered_by_a_test_runs_and_is_reported(toy: None, tmp_pat
     assert "**Strategy:** `toy (k=3)`" in report
     assert "What the strategy picked" in report and "A real training row the strategy picked" in report
 
+    pytest.importorskip("datasets")  # the export writes a Hugging Face dataset (the train extra)
     export_dataset(run_dir, tmp_path / "export")
     card = (tmp_path / "export" / "README.md").read_text()
     assert f"Strategy `toy` ({FirstRows.description}) then picked real training rows" in card
