@@ -20,40 +20,55 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def start_forked(
+    args: list[str], cwd: Path, streams: Path, env: dict[str, str] | None = None, before: Callable[[], None] | None = None
+) -> int:
+    """Fork a child that runs ``lai ARGS`` in ``cwd`` with ``env`` added to the environment,
+    its stdout and stderr in ``streams/stdout`` and ``streams/stderr``; ``before`` runs in
+    the child first (to fake a fault). Returns the child's pid: wait for it by that pid
+    (``os.wait`` would reap processes other tests started)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 70  # the child: never returns
+    try:
+        os.chdir(cwd)
+        os.environ.update({"COLUMNS": "400", **(env or {})})
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            os.dup2(os.open(streams / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - the child ends with os._exit
+        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
+        sys.argv = ["lai", *args]
+        logging.root.handlers.clear()  # pytest's capture handlers: the CLI installs its own, as in a shell
+        if before is not None:
+            before()
+        from lai.cli import main
+
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:  # noqa: BLE001 - reported through stderr and the exit status
+        traceback.print_exc()
+        code = 99
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def exit_code(pid: int) -> int:
+    """Wait for the forked child ``pid``; its exit status (negative: killed by that signal)."""
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
 def lai_forked(
     *args: str, cwd: Path, env: dict[str, str] | None = None, before: Callable[[], None] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``lai ARGS`` in a forked child in ``cwd`` with ``env`` added to the environment;
-    ``before`` runs in the child first (to fake a fault). Returns what subprocess.run would."""
+    """Run ``lai ARGS`` in a forked child (:func:`start_forked`) and wait for it. Returns
+    what subprocess.run would."""
     with tempfile.TemporaryDirectory(prefix="lai-forked-") as folder:
-        out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            code = 70
-            try:
-                os.chdir(cwd)
-                os.environ.update({"COLUMNS": "400", **(env or {})})
-                for fd, path in ((1, out), (2, err)):
-                    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-                sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - the child ends with os._exit
-                sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
-                sys.argv = ["lai", *args]
-                logging.root.handlers.clear()  # pytest's capture handlers: the CLI installs its own, as in a shell
-                if before is not None:
-                    before()
-                from lai.cli import main
-
-                main()
-                code = 0
-            except SystemExit as stop:
-                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-            except BaseException:  # noqa: BLE001 - reported through stderr and the exit status
-                traceback.print_exc()
-                code = 99
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        streams = Path(folder)
+        returncode = exit_code(start_forked(list(args), cwd, streams, env, before))
+        stdout, stderr = (streams / "stdout").read_text(errors="replace"), (streams / "stderr").read_text(errors="replace")
     return subprocess.CompletedProcess(["lai", *args], returncode, stdout, stderr)

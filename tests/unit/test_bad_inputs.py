@@ -17,12 +17,9 @@ from __future__ import annotations
 import http.server
 import importlib
 import json
-import logging
 import os
 import shutil
-import sys
 import threading
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers.forked_cli import start_forked
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -384,39 +383,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def run_forked(args: list[str], cwd: Path, env: dict[str, str], out: Path) -> int:
-    """Start ``lai ARGS`` as a forked child of this (already importing) process; return its pid.
-
-    A child is a real process with its own stderr file, working folder and environment
-    running the real ``lai.cli.main``; only the interpreter start and the imports are
-    shared, which makes the table ~10x cheaper than one fresh interpreter per case.
-    """
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 70
-    try:
-        os.chdir(cwd)
-        os.environ.update({"COLUMNS": "400", **env})
-        os.environ.pop("LAI_TEST_UNSET_KEY", None)
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            os.dup2(os.open(out / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - the child ends with os._exit
-        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
-        sys.argv = ["lai", *args]
-        logging.root.handlers.clear()  # pytest's capture handlers: the CLI installs its own, as in a shell
-        from lai.cli import main
-
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:  # noqa: BLE001 - reported through stderr and the exit status
-        traceback.print_exc()
-        code = 99
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    """Start ``lai ARGS`` as a forked child of this (already importing) process; return its
+    pid (tests/helpers/forked_cli.py). The cases' environment never has the unset key."""
+    return start_forked(args, cwd, out, env, before=lambda: os.environ.pop("LAI_TEST_UNSET_KEY", None))
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,7 @@ stderr, no traceback.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import sys
 import textwrap
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +21,7 @@ from lai.records import Sample
 from lai.tasks import TASKS, get_task
 from lai.tasks.from_file import FileTask, forget_user_tasks, register_task_files, task_class
 from lai.tasks.metrics import METRICS, Metric, Verdict
+from tests.helpers.forked_cli import exit_code, start_forked
 
 GOOD = """\
 task: my_task
@@ -217,35 +214,6 @@ CASES = [
 ]
 
 
-def run_forked(args: list[str], cwd: Path, out: Path) -> int:
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 70
-    try:
-        os.chdir(cwd)
-        os.environ["COLUMNS"] = "400"
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            os.dup2(os.open(out / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-        sys.stdout = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115 - the child ends with os._exit
-        sys.stderr = open(2, "w", closefd=False, buffering=1)  # noqa: SIM115
-        sys.argv = ["lai", *args]
-        logging.root.handlers.clear()
-        from lai.cli import main
-
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:  # noqa: BLE001 - reported through stderr and the exit status
-        traceback.print_exc()
-        code = 99
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
     import lai.cli  # noqa: F401 - imported once, shared by the forked cases
@@ -258,8 +226,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, s
         if args[0] == "eval":
             args += ["--model", "m", "--backend", "scripted", "--tasks", "my_task", "--out", str(folder / "out")]
         streams = tmp_path_factory.mktemp("streams")
-        pid = run_forked(args, folder, streams)
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        code = exit_code(start_forked(args, folder, streams))
         results[case.name] = (code, (streams / "stderr").read_text(errors="replace"))
     return results
 
@@ -281,8 +248,7 @@ def test_a_bad_task_file_is_one_line_naming_it(case: Case, outcomes: dict[str, t
 
 def test_a_good_task_file_validates(tmp_path: Path) -> None:
     path = write_task(tmp_path)
-    pid = run_forked(["validate", str(path)], tmp_path, tmp_path)
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, (tmp_path / "stderr").read_text()
+    assert exit_code(start_forked(["validate", str(path)], tmp_path, tmp_path)) == 0, (tmp_path / "stderr").read_text()
     assert "ok:" in (tmp_path / "stderr").read_text() and "test: 6 rows" in (tmp_path / "stderr").read_text()
 
 
@@ -331,8 +297,7 @@ def test_lai_run_with_include_path_saves_it_and_resumes_without_it(tmp_path: Pat
     }  # fmt: skip
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     for args in (["run", "run.yaml", "--include-path", "tasks", "--run-dir", "out"], ["run", "--run-dir", "out"]):
-        pid = run_forked(args, tmp_path, tmp_path)
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0, (tmp_path / "stderr").read_text()[-2000:]
+        assert exit_code(start_forked(args, tmp_path, tmp_path)) == 0, (tmp_path / "stderr").read_text()[-2000:]
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert saved["include_path"] == [str((tmp_path / "tasks").resolve())]
     assert (tmp_path / "out" / "iter_01" / "evaluate.done").exists()
