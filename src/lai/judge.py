@@ -38,7 +38,6 @@ from typing import Any, ClassVar
 
 from lai.errors import ConfigError
 from lai.instructor import prompts
-from lai.instructor.async_client import AsyncOpenAIInstructor
 from lai.instructor.base import InstructRequest
 from lai.records import InstructRecord, Sample
 from lai.tasks.metrics import Metric, Verdict
@@ -177,6 +176,9 @@ class Judge:
         self.template_hash = hashlib.sha256(self.template.encode()).hexdigest()[:12]
         cache = _cache_path(endpoint)
         cache.parent.mkdir(parents=True, exist_ok=True)
+        # Imported here: the OpenAI client costs ~0.4 s, and every lai run imports this module.
+        from lai.instructor.async_client import AsyncOpenAIInstructor
+
         self.client = AsyncOpenAIInstructor(
             base_url=endpoint.base_url, model=endpoint.model, api_key_env=endpoint.api_key_env,
             temperature=temperature, max_tokens=max_tokens, concurrency=endpoint.concurrency,

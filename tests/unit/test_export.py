@@ -326,3 +326,16 @@ def test_push_to_an_unreachable_hub_is_a_clean_error_and_quick(fake_run: tuple[P
     assert load(tmp_path / "out").num_rows > 0  # the local export was finished first
     for written in ("README.md", MARKER):  # the token is passed on, never written
         assert "hf_not_a_real_token" not in (tmp_path / "out" / written).read_text()
+
+
+def test_export_without_the_datasets_package_says_which_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from lai.errors import LaiError
+    from lai.export import export_dataset
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    with pytest.raises(LaiError, match=r"needs the datasets package.*lai\[train\]"):
+        export_dataset(tmp_path / "run", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

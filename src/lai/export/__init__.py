@@ -14,6 +14,7 @@ unless ``include_dropped`` is set.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -136,6 +137,8 @@ def export_dataset(
     only. The local export is complete before anything is sent.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if importlib.util.find_spec("datasets") is None:  # before anything is read or locked
+        raise LaiError("lai export writes a Hugging Face dataset and needs the datasets package", hint="pip install 'lai[train]'")
     manifest, config = _read_run(run_dir)
     # A run that a lai process is writing has samples not yet verified: refuse, naming it.
     key = runlock.acquire(run_dir)
