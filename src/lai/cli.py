@@ -425,6 +425,8 @@ def _validate_task_file(path: Path) -> None:
         note = f", {len(skipped)} row(s) it cannot read (e.g. {', '.join(skipped[:3])})" if skipped else ""
         if not samples:
             raise DataError(f"{path}: no row of {pool} could be read", hint="see the warnings above for why")
+        for protocol in task.spec.lai.prompt:  # a prompt template is rendered only at eval time otherwise
+            task.prompt(samples[0], protocol)
         notes.append(f"{pool}: {len(samples)} rows{note}")
     for note in notes:
         console.print(f"  {note}", highlight=False, soft_wrap=True)

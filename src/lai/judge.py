@@ -239,6 +239,13 @@ class LLMJudge(Metric):
                 prompts.template_text(rubric)
             except ConfigError:
                 raise ValueError(f"no prompt template named {rubric!r} (give a name, or the text with $response)") from None
+        for key in ("base_url", "model", "api_key_env"):
+            if options.get(key) is not None and not (isinstance(options[key], str) and options[key].strip()):
+                raise ValueError(f"{key} must be text")
+        if bool(options.get("base_url")) != bool(options.get("model")):
+            raise ValueError("give both base_url and model (or neither, to use the default judge)")
+        if options.get("structured_output", "json_schema") not in ("json_schema", "json_object", "none"):
+            raise ValueError("structured_output must be json_schema, json_object or none")
         for key in ("temperature", "max_tokens"):
             value = options.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):

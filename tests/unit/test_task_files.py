@@ -45,6 +45,7 @@ lai:
     rules:
       - {check: "question is search('[0-9]')", reason: no number}
 """
+LAUGHS = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 8))  # 9**8 items, aliased
 ROWS = [{"id": f"r{i}", "q": f"What is {i} + 1?", "a": str(i + 1)} for i in range(6)]
 
 
@@ -211,6 +212,16 @@ CASES = [
     Case("include path missing", lambda f: ["tasks", "--include-path", str(f / "nope")], ("include path not found", "nope")),
     Case("bad file through a run config", run_config(edit("metric: exact_match", "metric: f1")), ("my_task.yaml:14", "unknown metric 'f1'")),
     Case("bad file through lai eval", include(edit("metric: exact_match", "metric: f1"), "eval"), ("unknown metric 'f1'",)),
+    Case("data file list of numbers", validate(edit("{train: train.jsonl,", "{train: [5],")), ("my_task.yaml:4", "data_files", "mapping of split")),
+    Case("doc_to_target a boolean", validate(edit('doc_to_target: "{{ a }}"', "doc_to_target: true")), ("my_task.yaml:8", "doc_to_target")),
+    Case("group_select not a number", validate(edit("group_select: -1", "group_select: last")), ("my_task.yaml:12", "group_select must be a whole number")),
+    Case("ignore_case not a boolean", validate(edit("ignore_case: true", "ignore_case: banana")), ("my_task.yaml:14", "ignore_case must be true or false")),
+    Case("judge url without model", validate(edit("{metric: exact_match, ignore_case: true}", "{metric: llm_judge, base_url: 'http://127.0.0.1:9/v1'}")), ("my_task.yaml:14", "both base_url and model")),
+    Case("judge structured_output", validate(edit("{metric: exact_match, ignore_case: true}", "{metric: llm_judge, structured_output: xml}")), ("my_task.yaml:14", "structured_output must be")),
+    Case("prompt template field missing", validate(edit("lai:\n", "lai:\n  prompt: {paper: {template: '{{ foo }}'}}\n")), ("my_task.yaml:16", "lai.prompt.paper.template", "'foo' is undefined")),
+    Case("two rows, one id", validate(GOOD, rows=[{"id": "same", "q": "1 + 1?", "a": "2"}, {"id": "same", "q": "2 + 1?", "a": "3"}]), ("two rows have the id 'my_task/train/same'", "id_field")),
+    Case("billion laughs", validate("l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + LAUGHS + GOOD), ("my_task.yaml:1", "l0", "unknown key")),
+    Case("template multiplies a string", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ 'a' * 10**10 }}\"")), ("my_task.yaml:7", "doc_to_text", "more than 1000000 items")),
 ]
 
 

@@ -96,6 +96,14 @@ class FileTask(Task):
             raise DataError(f"{origin}: rows have no field {missing[0]!r} (lai.required_fields of {self.where()})")
         skipped: list[str] = []
         samples = self.read_rows(rows, pool, origin, strict=strict, skipped=skipped)
+        seen: set[str] = set()
+        for sample in samples:  # records, resume and the paired test are keyed by id: two rows must not share one
+            if sample.id in seen:
+                raise DataError(
+                    f"{origin}: two rows have the id {sample.id!r} (lai.id_field {self.spec.lai.id_field!r} of {self.where()})",
+                    hint="give every row its own id, or drop lai.id_field to number the rows",
+                )
+            seen.add(sample.id)
         self.__dict__.setdefault("_skipped", {})[pool] = skipped
         if seed is not None:
             random.Random(seed).shuffle(samples)

@@ -177,6 +177,9 @@ class ExactMatch(Metric):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        for flag in ("ignore_case", "ignore_punctuation"):
+            if not isinstance(options.get(flag, False), bool):
+                raise ValueError(f"{flag} must be true or false")
         ignore = options.get("regexes_to_ignore") or []
         if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
             raise ValueError("regexes_to_ignore must be a list of regular expressions")

@@ -22,9 +22,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+import jinja2.sandbox
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lai.errors import ConfigError, DataError, read_text, too_big
 from lai.tasks.gsm8k import normalize_number
@@ -51,8 +60,28 @@ def _regex_replace(value: str, pattern: str, replacement: str = "") -> str:
     return re.sub(pattern, replacement, str(value))
 
 
+MAX_PRODUCT = 1_000_000  # the longest text or list a template's `*` may make
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox, with ``*`` and ``**`` bounded: ``'a' * 10**10`` would otherwise
+    take the machine's memory (the sandbox bounds only ``range``)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, int | float) and abs(right) > 1000:
+                raise jinja2.sandbox.SecurityError(f"exponent {right} is too large for a template")
+            return left**right
+        for sequence, count in ((left, right), (right, left)):
+            if isinstance(sequence, str | list | tuple) and isinstance(count, int) and len(sequence) * count > MAX_PRODUCT:
+                raise jinja2.sandbox.SecurityError(f"a template may not make a sequence of more than {MAX_PRODUCT} items")
+        return left * right
+
+
 def environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    env = _Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     env.filters["number"] = lambda value: normalize_number(str(value)) or ""
     env.filters["regex_replace"] = _regex_replace
     env.tests["search"] = lambda value, pattern: re.search(pattern, str(value)) is not None
@@ -84,6 +113,11 @@ class FilterStep(BaseModel):
                 compile_patterns(self.model_extra["regex_pattern"])  # type: ignore[index]
             except re.error as error:
                 raise ValueError(f"regex_pattern does not compile: {error}") from None
+            select = (self.model_extra or {}).get("group_select", 0)
+            if isinstance(select, bool) or not isinstance(select, int):
+                raise ValueError("group_select must be a whole number (0 the first match, -1 the last)")
+            if not isinstance((self.model_extra or {}).get("fallback", ""), str):
+                raise ValueError("fallback must be text (default '[invalid]')")
         return self
 
     def build(self) -> Filter:
@@ -173,7 +207,7 @@ class TaskSpec(Part):
     validation_split: str | None = None
     test_split: str | None = None
     doc_to_text: str
-    doc_to_target: str | int
+    doc_to_target: str | StrictInt  # not a bool: `true` is no option index
     doc_to_choice: str | list[str] | None = None
     target_delimiter: str = " "
     generation_kwargs: GenerationKwargs = Field(default_factory=GenerationKwargs)
@@ -197,7 +231,10 @@ class TaskSpec(Part):
         if self.output_type == "multiple_choice" and self.doc_to_choice is None:
             raise ValueError("[doc_to_choice] a multiple_choice task needs doc_to_choice")
         files = self.dataset_kwargs.get("data_files")
-        if files is not None and not (isinstance(files, dict) and all(isinstance(v, str | list) for v in files.values())):
+        if files is not None and not (
+            isinstance(files, dict)
+            and all(isinstance(v, str) or (isinstance(v, list) and all(isinstance(f, str) for f in v)) for v in files.values())
+        ):
             raise ValueError("[dataset_kwargs.data_files] give a mapping of split -> file (or list of files)")
         local_only = self.dataset_path in (None, "json", "csv", "parquet")
         for split in self.splits():
@@ -212,19 +249,25 @@ class TaskSpec(Part):
 # ---- reading a file -------------------------------------------------------------------------
 
 
-def key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
-    """Every key path of a composed YAML document -> its 1-based line."""
+def key_lines(node: yaml.Node, path: tuple[Any, ...] = (), seen: set[int] | None = None) -> dict[tuple[Any, ...], int]:
+    """Every key path of a composed YAML document -> its 1-based line. A node reached again
+    through an alias (``*name``) is not walked again: nested aliases would otherwise make
+    the walk exponential (a "billion laughs" file)."""
+    seen = set() if seen is None else seen
     lines: dict[tuple[Any, ...], int] = {path: node.start_mark.line + 1}
+    if id(node) in seen:
+        return lines
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             child = (*path, key.value)
             if child in lines:  # a key given twice: "last wins" would hide the first silently
                 raise ValueError(f"{key.start_mark.line + 1}: key {key.value!r} appears twice (first on line {lines[child]}); keep one")
-            lines.update(key_lines(value, child))
+            lines.update(key_lines(value, child, seen))
             lines[child] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            lines.update(key_lines(item, (*path, index)))
+            lines.update(key_lines(item, (*path, index), seen))
     return lines
 
 
