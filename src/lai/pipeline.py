@@ -46,6 +46,7 @@ from lai.store import (
     atomic_write_json,
     atomic_write_text,
     eval_file,
+    read_json,
     read_jsonl,
     read_records,
     to_jsonl,
@@ -80,7 +81,30 @@ def check_resumable(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
     # compared as written (and differs).
     with contextlib.suppress(ConfigError):
         saved = build_config(saved, source=str(saved_path)).model_dump(mode="json")
-    return compare(saved, config.model_dump(mode="json"), where=str(run_dir))
+    allowed = compare(saved, config.model_dump(mode="json"), where=str(run_dir))
+    before = read_json(run_dir / TASK_FILES, default=None)
+    if isinstance(before, dict):
+        now = task_fingerprints(config)
+        changed = sorted(name for name in before.keys() & now.keys() if before[name] != now[name])
+        if changed:
+            raise ConfigError(
+                f"{run_dir} was started with other versions of task file(s) {', '.join(changed)} "
+                "(the task file or its data changed since)",
+                hint="put the task file back as it was to resume, or pass a new --run-dir",
+            )
+    return allowed
+
+
+#: A run's task files' fingerprints (lai.tasks.from_file.fingerprint), checked on resume.
+TASK_FILES = "task_files.json"
+
+
+def task_fingerprints(config: RunConfig) -> dict[str, str]:
+    """Name -> fingerprint of every task-file task the run uses (its pools and benchmarks)."""
+    from lai.tasks.from_file import fingerprint
+
+    names = {pool.task for pool in config.select.pools} | {bench.task for bench in config.evaluate.benchmarks}
+    return {name: digest for name in sorted(names) if (digest := fingerprint(name)) is not None}
 
 
 class Pipeline:
@@ -97,6 +121,8 @@ class Pipeline:
         changes = check_resumable(run_dir, config)
         config_text = dump_config(config)
         atomic_write_text(run_dir / "config.yaml", config_text)
+        if fingerprints := task_fingerprints(config):
+            atomic_write_json(run_dir / TASK_FILES, fingerprints)
         self.manifest = Manifest(run_dir / "manifest.json", seed=config.seed, config_text=config_text)
         if changes:
             self.manifest.record_resume(changes)

@@ -312,3 +312,26 @@ def test_lai_run_with_include_path_saves_it_and_resumes_without_it(tmp_path: Pat
     saved = yaml.safe_load((tmp_path / "out" / "config.yaml").read_text())
     assert saved["include_path"] == [str((tmp_path / "tasks").resolve())]
     assert (tmp_path / "out" / "iter_01" / "evaluate.done").exists()
+
+
+def test_a_resume_refuses_a_task_file_edited_since_the_run_started(tmp_path: Path) -> None:
+    """The run's config is unchanged, but the task it names is not: resuming would score the
+    later iterations on another task than the first (two experiments in one folder)."""
+    (tmp_path / "tasks").mkdir()
+    task_file = write_task(tmp_path / "tasks")
+    config = {
+        "name": "t", "include_path": ["tasks"], "target": {"backend": "scripted", "model": "m"},
+        "instructor": {"backend": "scripted"}, "strategy": {"embedder": "hashing"}, "train": {"backend": "noop"},
+        "select": {"pools": [{"task": "my_task", "pool": "train", "n": 2}]},
+        "evaluate": {"benchmarks": [{"task": "my_task", "pool": "test"}]},
+    }  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    run = ["run", "run.yaml", "--run-dir", "out"]
+    assert exit_code(start_forked(run, tmp_path, tmp_path)) == 0, (tmp_path / "stderr").read_text()[-2000:]
+    task_file.write_text(GOOD.replace('doc_to_text: "{{ q }}"', 'doc_to_text: "Q: {{ q }}"'))
+    assert exit_code(start_forked([*run, "--set", "iterations=2"], tmp_path, tmp_path)) == 2
+    lines = [line for line in (tmp_path / "stderr").read_text().splitlines() if line.strip()]
+    assert len(lines) == 1 and "other versions of task file(s) my_task" in lines[0], lines
+    assert not (tmp_path / "out" / "iter_02").exists()
+    task_file.write_text(GOOD)  # put back: the run resumes
+    assert exit_code(start_forked(run, tmp_path, tmp_path)) == 0, (tmp_path / "stderr").read_text()[-2000:]

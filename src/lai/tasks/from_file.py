@@ -19,6 +19,7 @@ processes, where user task files are not registered.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import random
 from functools import cache
@@ -425,6 +426,23 @@ def forget_user_tasks() -> None:
     for name in list(_USER):
         TASKS.unregister(name)
         del _USER[name]
+
+
+def fingerprint(name: str) -> str | None:
+    """sha256 of a file task's YAML and its local data files (None for a class task), so a
+    resume can tell that the task it finds is the one the run started with."""
+    import hashlib
+
+    cls = TASKS.get(name) if name in TASKS else None
+    if not (isinstance(cls, type) and issubclass(cls, FileTask)):
+        return None
+    digest = hashlib.sha256()
+    for path in [cls.where.path, *(f for files in cls.local_files.values() for f in files)]:
+        digest.update(str(path).encode() + b"\0")
+        with contextlib.suppress(OSError), open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def origin_of(name: str) -> str:
