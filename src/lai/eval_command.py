@@ -95,8 +95,12 @@ def evaluate_model(
         "model": model, "backend": backend, "protocol": protocol, "limit": limit, "seed": seed, "pool": pool,
         "scoring": scoring, "max_new_tokens": max_new_tokens, "tasks": sorted(task_names),
     }  # fmt: skip
-    if judge is not None:  # verdicts of another judge are not to be mixed in on resume
-        settings["judge"] = f"{judge.model} at {judge.base_url}"
+    if judge is not None:  # verdicts of another judge are not to be mixed in on resume; its
+        settings["judge"] = judge.model  # base_url may change (a judge restarted elsewhere), as a run's instructor's may
+    from lai.tasks.from_file import fingerprint
+
+    if files := {name: digest for name in sorted(task_names) if (digest := fingerprint(name))}:
+        settings["task_files"] = files  # a task file edited since: another task, not a resume
     _guard_output(out, settings)
     if judge is not None:
         from lai import judge as judging

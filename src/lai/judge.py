@@ -36,7 +36,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, ClassVar
 
-from lai.errors import ConfigError
+from lai.errors import ConfigError, InstructorError
 from lai.instructor import prompts
 from lai.instructor.base import InstructRequest
 from lai.records import InstructRecord, Sample
@@ -203,6 +203,17 @@ class Judge:
         records: dict[str, InstructRecord] = {}
         unique = list({r.id: r for r in requests}.values())
         self.client.run_all(unique, lambda record: records.__setitem__(record.id, record))
+        failed = [record for record in records.values() if record.status != "ok"]
+        if failed:
+            # A request that failed (HTTP 401, 5xx after every retry, a garbled body) is no
+            # verdict: scoring it "incorrect" would report a wrong score, and the written
+            # record would keep it on a rerun. Stop instead; the verdicts that came back
+            # are in the cache, so a rerun asks only for these.
+            raise InstructorError(
+                f"llm_judge: {len(failed)} of {len(unique)} judge request(s) to {self.endpoint.base_url} failed "
+                f"(e.g. {str(failed[0].error)[:200]})",
+                hint="fix the judge endpoint, then rerun the same command: the verdicts already given are cached",
+            )
         return [self._verdict(records[r.id]) for r in requests]
 
     def judge(self, question: str, reference: str, response: str) -> JudgeVerdict:

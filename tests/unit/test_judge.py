@@ -209,3 +209,26 @@ def test_lai_eval_scores_a_task_file_with_the_judge_and_reports_agreement(server
     asked = len(server.requests)
     evaluate_model("fake-model", ["judged_sums"], tmp_path / "again", backend="scripted", judge=judge, batch_size=3)
     assert len(server.requests) == 2 * asked  # another folder, another cache
+
+
+def test_a_failing_judge_stops_lai_eval_and_a_rerun_with_a_working_one_resumes(server: JudgeServer, tmp_path: Path) -> None:
+    """A request that failed (HTTP 401: a wrong key) is no verdict: scored "incorrect" it
+    would give 0% with 100% agreement and exit 0, and its record would stick on a rerun."""
+    from lai.errors import InstructorError
+    from lai.eval_command import evaluate_model
+    from lai.tasks.from_file import register_task_files
+    from tests.helpers.openai_server import Behaviour, ScriptedOpenAIServer
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "failing_judge.yaml").write_text(TASK_FILE.replace("judged_sums", "failing_judge"))
+    rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(4)]
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    register_task_files([folder])
+    out = tmp_path / "out"
+    refusing = r"4 of 4 judge request\(s\) .* failed \(e\.g\. HTTP 401"
+    with ScriptedOpenAIServer(Behaviour(status=401)) as wrong_key, pytest.raises(InstructorError, match=refusing):
+        evaluate_model("fake-model", ["failing_judge"], out, backend="scripted", judge=JudgeEndpoint(base_url=wrong_key.base_url, model="judge-model"))
+    assert not (out / "failing_judge.jsonl").read_text().strip()  # no record holds a verdict never given
+    summary = evaluate_model("fake-model", ["failing_judge"], out, backend="scripted", judge=JudgeEndpoint(base_url=server.url, model="judge-model"))
+    assert summary["tasks"]["failing_judge"]["n"] == 4 and len(server.requests) == 4

@@ -335,3 +335,12 @@ def test_a_resume_refuses_a_task_file_edited_since_the_run_started(tmp_path: Pat
     assert not (tmp_path / "out" / "iter_02").exists()
     task_file.write_text(GOOD)  # put back: the run resumes
     assert exit_code(start_forked(run, tmp_path, tmp_path)) == 0, (tmp_path / "stderr").read_text()[-2000:]
+
+
+def test_lai_eval_into_the_same_folder_refuses_a_task_file_edited_since(tmp_path: Path) -> None:
+    task_file = write_task(tmp_path)
+    args = ["eval", "--tasks", "my_task", "--include-path", ".", "--backend", "scripted", "--model", "m", "--out", "out"]
+    assert exit_code(start_forked(args, tmp_path, tmp_path)) == 0, (tmp_path / "stderr").read_text()[-2000:]
+    task_file.write_text(edit("ignore_case: true", "ignore_case: false"))
+    assert exit_code(start_forked(args, tmp_path, tmp_path)) == 2
+    assert "differs in: task_files" in (tmp_path / "stderr").read_text()
