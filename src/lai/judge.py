@@ -82,6 +82,11 @@ class JudgeVerdict:
 _default: JudgeEndpoint | None = None
 
 
+def default_endpoint() -> JudgeEndpoint | None:
+    """The endpoint set by :func:`set_default_endpoint`, if any."""
+    return _default
+
+
 def set_default_endpoint(endpoint: JudgeEndpoint | None) -> None:
     """The endpoint a metric without its own ``base_url`` uses (None: forget it)."""
     global _default

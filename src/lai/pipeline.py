@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from lai.quality.diagnoses import group_by_diagnosis
 from lai.quality.parse import drop_reasons, parse_records
 from lai.quality.verify import apply_resolve, local_checks, resolve_requests
 from lai.ray_cluster import ray_scorer
-from lai.records import Attempt, GeneratedSample
+from lai.records import Attempt, GeneratedSample, Sample
 from lai.report.html import write_html
 from lai.report.markdown import write_report
 from lai.scoring import accuracy, summarize
@@ -53,6 +53,7 @@ from lai.store import (
 )
 from lai.strategies import STRATEGIES
 from lai.strategies.base import Strategy
+from lai.tasks.base import Task
 from lai.train import TRAINERS
 from lai.train.base import training_example
 
@@ -196,7 +197,8 @@ class Pipeline:
 
     def collect(self, k: int, model: str) -> dict[str, Any]:
         selected = self.pools.selected(read_jsonl(self.store.path(k, "selection.jsonl")))
-        attempts = self.target.answer(model, k, selected, self.store.path(k, "collect.jsonl"), "collect")
+        with self.instructor.judging(self._tasks_of(selected)):
+            attempts = self.target.answer(model, k, selected, self.store.path(k, "collect.jsonl"), "collect")
         stats = accuracy(attempts)
         return {**stats, "wrong": stats["n"] - stats["correct"]}
 
@@ -280,9 +282,10 @@ class Pipeline:
     def evaluate(self, k: int, model: str) -> dict[str, Any]:
         scores = {}
         benchmarks = self.pools.benchmarks()
-        for key, (bench, samples) in benchmarks.items():
-            out = self.store.path(k, eval_file(key))
-            scores[key] = summarize(self.target.answer(model, k, samples, out, f"evaluate {key}", bench))
+        with self.instructor.judging(self._tasks_of(s for _, rows in benchmarks.values() for s in rows)):
+            for key, (bench, samples) in benchmarks.items():
+                out = self.store.path(k, eval_file(key))
+                scores[key] = summarize(self.target.answer(model, k, samples, out, f"evaluate {key}", bench))
         # Rows a task could not read were skipped (and logged with their ids): say how many.
         skipped = {key: len(self.pools.task(b.task).skipped(b.pool)) for key, (b, _) in benchmarks.items()}
         result = {"model": model, "scores": scores, **({"skipped_rows": {key: n for key, n in skipped.items() if n}} if any(skipped.values()) else {})}
@@ -303,7 +306,9 @@ class Pipeline:
         samples = read_records(self.store.path(k, "verified.jsonl"), GeneratedSample)
         targeted = {s.error_id for s in samples if s.kept and s.error_id}
         index = {s.id: s for s in self.pools.selected(read_jsonl(self.store.path(k, "selection.jsonl")))}
-        again = self.target.answer(model, k, [index[a.id] for a in errors], self.store.path(k, "retest.jsonl"), "retest")
+        asked = [index[a.id] for a in errors]
+        with self.instructor.judging(self._tasks_of(asked)):
+            again = self.target.answer(model, k, asked, self.store.path(k, "retest.jsonl"), "retest")
         fixed = {a.id for a in again if a.correct}
         groups = {
             "targeted": [a.id for a in errors if a.id in targeted],
@@ -317,6 +322,9 @@ class Pipeline:
         embedder = build_embedder(self.config.checks_embedder, embedding_cache())
         atomic_write_json(self.store.path(k, "diagnoses.json"), group_by_diagnosis(errors, samples, fixed, embedder))
         return {"model": model, **summary}
+
+    def _tasks_of(self, samples: Iterable[Sample]) -> list[Task]:
+        return [self.pools.task(name) for name in sorted({s.task for s in samples})]
 
     # ---- what the instruct stage asks of the strategy -------------------------------
 

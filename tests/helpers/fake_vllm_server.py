@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--crash-on", type=int, default=0)
     parser.add_argument("--crash-signal", default="SIGILL")
     parser.add_argument("--crash-once")
+    parser.add_argument("--reply", default=REPLY, help="the content of every chat reply")
     args, _others = parser.parse_known_args()
     served = args.served_model_name
     chats = 0
@@ -74,7 +75,7 @@ def main() -> None:
             maybe_crash()
             payload = {
                 "id": "chatcmpl-standin", "object": "chat.completion", "created": 0, "model": body.get("model", served),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": args.reply}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }  # fmt: skip
             self._send(200, json.dumps(payload).encode())

@@ -8,7 +8,9 @@ stop the same way when most requests fail.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from lai.manifest import Manifest
 from lai.progress import Progress, StageProgress
 from lai.records import InstructRecord
 from lai.store import RunStore
+from lai.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,32 @@ class InstructorSession:
         self.store = store
         self.manifest = manifest
         self.progress = progress
+
+    @contextlib.contextmanager
+    def judging(self, tasks: Iterable[Task]) -> Iterator[None]:
+        """While a stage scores ``tasks``: when one asks the default LLM judge and the
+        instructor is a local server (which otherwise lives only while a stage sends), start
+        it and make it the judge, so a task file's ``llm_judge`` works offline too. Its
+        verdicts go through the run's request cache, so a rerun does not ask again."""
+        local = self.config.instructor.local
+        if not local.enabled or not any(task.asks_default_judge() for task in tasks):
+            yield
+            return
+        from lai import judge
+
+        with LocalInstructorServer(local, self.store.root / "logs" / "instructor_server.log") as server:
+            previous = judge.default_endpoint()
+            judge.set_default_endpoint(
+                judge.JudgeEndpoint(
+                    base_url=server.base_url, model=server.model_alias, api_key_env=None,
+                    structured_output=self.config.instructor.structured_output,
+                    cache_path=str(self.config.instructor.cache_path or self.store.root / "instructor_cache.sqlite"),
+                )
+            )  # fmt: skip
+            try:
+                yield
+            finally:
+                judge.set_default_endpoint(previous)
 
     def prices(self) -> dict[str, dict[str, float]]:
         return {model: price.model_dump() for model, price in self.config.instructor.prices.items()}

@@ -189,6 +189,12 @@ class Task(ABC):
         """
         return None
 
+    def asks_default_judge(self) -> bool:
+        """True when scoring it asks the default LLM judge (an ``llm_judge`` metric without
+        its own endpoint): a run then serves its local instructor as the judge while it
+        scores (:meth:`lai.instructor.session.InstructorSession.judging`)."""
+        return False
+
     def instructor_template(self, kind: str) -> str:
         """The prompt template for a strategy request of ``kind`` ("le", "lec", "random")."""
         try:

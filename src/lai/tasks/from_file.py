@@ -71,6 +71,9 @@ class FileTask(Task):
             ("choice", Choice()) if self.multiple_choice else ("exact_match", ExactMatch())
         ]
 
+    def asks_default_judge(self) -> bool:
+        return any(name == "llm_judge" and not metric.options.get("base_url") for name, metric in self.metrics)
+
     # ---- data -------------------------------------------------------------------------
 
     def load(
