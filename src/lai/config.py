@@ -281,6 +281,10 @@ class MixConfig(Section):
 
 
 class StrategyConfig(Section):
+    # Other keys are a strategy's own settings (Strategy.settings), checked by RunConfig
+    # once the strategy is known; a key no strategy declares is still refused there.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
     name: str = Field("le", description="le, lec, mix, or a baseline: random, original, nearest")
     budget: int = Field(64, ge=1, description="total new samples wanted per iteration")
     k: int = Field(2, ge=1, description="lec, mix: correct questions shown beside each error (the strategies that read a setting declare it: Strategy.options)")
@@ -521,7 +525,35 @@ class RunConfig(Section):
         ):
             if name not in registry:
                 raise ValueError(f"{where}: unknown {registry.kind} {name!r}; choose one of {registry.names()}")
+        self.strategy_settings()  # the strategy section's other keys are that strategy's own
         return self
+
+    def strategy_settings(self, strategy: Any = None) -> dict[str, Any]:
+        """The strategy section's keys beyond StrategyConfig's fields, checked against the
+        strategy's own ``settings`` model, with its defaults filled in. ``strategy`` is the
+        strategy's class when the caller has it; without it, and without such keys, no
+        strategy module is imported (validating a config stays cheap)."""
+        extra = dict(self.strategy.model_extra or {})
+        if strategy is None:
+            if not extra:
+                return {}
+            strategy = STRATEGIES.get(self.strategy.name)
+        settings = strategy.settings
+        if settings is None:
+            if extra:
+                key = sorted(extra)[0]
+                raise ValueError(
+                    f"[strategy.{key}] unknown key (strategy {self.strategy.name} has no setting of that name; "
+                    "check the spelling; see configs/demo.yaml for the valid keys)"
+                )
+            return {}
+        try:
+            return settings.model_validate(extra).model_dump()
+        except ValidationError as error:
+            problem = error.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
+            raise ValueError(f"[strategy.{where}] {message} (a setting of strategy {self.strategy.name})") from None
 
 
 _RUN_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")

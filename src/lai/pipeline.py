@@ -332,6 +332,7 @@ class Pipeline:
         cfg = self.config.strategy
         cls = STRATEGIES.get(cfg.name)
         options = {name: getattr(cfg, name) for name in cls.options}  # what the strategy declares it reads
+        options.update(self.config.strategy_settings(cls))  # and its own settings, if it has any
         return cls(cfg.budget, self.config.seed, iteration=k, cache_dir=embedding_cache(), **options)
 
     def control_ids(self, attempts: list[Attempt]) -> set[str]:

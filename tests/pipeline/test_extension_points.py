@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from pydantic import BaseModel, ConfigDict, Field
 
 from lai.config import build_config
 from lai.data import PoolSource
+from lai.errors import ConfigError
 from lai.instructor import prompts
 from lai.instructor.base import InstructRequest
 from lai.pipeline import Pipeline
@@ -84,15 +86,27 @@ class ToySums(Task):
         return f"{solution}\nThe answer is {answer}."
 
 
+class FirstErrorsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    errors_asked: int = Field(3, ge=1)
+
+
 class FirstErrorsOnly(Strategy):
-    """A new strategy: one request for each of the first three errors, nothing else."""
+    """A new strategy with a setting of its own: one request for each of the first
+    ``errors_asked`` errors, nothing else."""
 
     name = "first_errors"
     request_kind = "le"
-    description = "asked the instructor about the first three errors only"
+    description = "asked the instructor about the first few errors only"
+    settings = FirstErrorsSettings
+
+    def __init__(self, budget: int, seed: int = 0, iteration: int = 1, errors_asked: int = 3, **options: Any) -> None:
+        super().__init__(budget, seed, iteration, **options)
+        self.errors_asked = errors_asked
 
     def plan(self, attempts: list[Attempt], tasks: dict[str, Task]) -> list[InstructRequest]:
-        errors = sorted((a for a in attempts if not a.correct), key=lambda a: a.id)[:3]
+        errors = sorted((a for a in attempts if not a.correct), key=lambda a: a.id)[: self.errors_asked]
         requests = []
         for attempt in errors:
             template = self.template_for(tasks[attempt.task])
@@ -132,7 +146,7 @@ def test_a_new_task_family_and_strategy_run_through_the_loop(registered: None, t
         "target": {"backend": "scripted", "model": "fake-model"},
         "select": {"pools": [{"task": "toy_sums", "pool": "train", "n": 12}]},
         "instructor": {"backend": "scripted", "model": "fake-teacher"},
-        "strategy": {"name": "first_errors", "budget": 6, "embedder": "hashing"},
+        "strategy": {"name": "first_errors", "budget": 6, "embedder": "hashing", "errors_asked": 2},
         "train": {"backend": "noop"},
         "evaluate": {"benchmarks": [{"task": "toy_sums", "pool": "test"}]},
     })  # fmt: skip
@@ -141,8 +155,9 @@ def test_a_new_task_family_and_strategy_run_through_the_loop(registered: None, t
 
     summary = load_summaries(run)[1]
     assert summary["collect"]["n"] == 12 and summary["collect"]["wrong"] >= 3
+    assert "errors_asked: 2" in (run / "config.yaml").read_text()  # saved with the run
     instruct = [json.loads(line) for line in (run / "iter_01/instruct.jsonl").read_text().splitlines()]
-    assert len(instruct) == 3 and {r["template"] for r in instruct} == {"toy_sums_le"}
+    assert len(instruct) == 2 and {r["template"] for r in instruct} == {"toy_sums_le"}  # its own setting
     assert "It answered:" in instruct[0]["messages"][0]["content"]  # the task's own prompt
     # Verify re-solved the task's samples with the task's own rule, and kept the right ones.
     resolve = [json.loads(line) for line in (run / "iter_01/verify_instruct.jsonl").read_text().splitlines()]
@@ -158,7 +173,18 @@ def test_a_new_task_family_and_strategy_run_through_the_loop(registered: None, t
 
 
 def test_an_unregistered_name_is_refused_by_the_config(tmp_path: Path) -> None:
-    from lai.errors import ConfigError
-
     with pytest.raises(ConfigError, match="unknown strategy 'first_errors'"):
         build_config({"strategy": {"name": "first_errors"}})
+
+
+@pytest.mark.parametrize(
+    "strategy, error",
+    [
+        ({"name": "first_errors", "errors_asked": 0}, r"strategy\.errors_asked: Input should be greater than or equal to 1 \(a setting of strategy first_errors\)"),
+        ({"name": "first_errors", "errors_askd": 2}, r"strategy\.errors_askd: unknown key \(a setting of strategy first_errors\)"),
+        ({"name": "le", "errors_asked": 2}, r"strategy\.errors_asked: unknown key \(strategy le has no setting of that name"),
+    ],
+)
+def test_a_strategys_own_settings_are_checked_like_any_key(registered: None, strategy: dict[str, Any], error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        build_config({"strategy": strategy})

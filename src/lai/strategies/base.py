@@ -25,6 +25,8 @@ from abc import ABC
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 from lai.instructor.base import InstructRequest
 from lai.records import Attempt, GeneratedSample, Sample
 from lai.tasks.base import Task
@@ -46,6 +48,11 @@ class Strategy(ABC):
     #: (fields of :class:`lai.config.StrategyConfig`); ``Pipeline.strategy`` passes
     #: exactly these to ``__init__`` as keyword arguments.
     options: ClassVar[tuple[str, ...]] = ()
+    #: Settings of its own, which no other strategy reads: a pydantic model whose fields
+    #: the config's ``strategy`` section may set (checked there like any key, saved with
+    #: the run, passed to ``__init__`` as keyword arguments), so a new strategy with a new
+    #: knob needs no edit to lai.config. None: it reads only the shared ``options``.
+    settings: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, budget: int, seed: int = 0, iteration: int = 1, **options: Any) -> None:
         # Other keyword arguments (cache_dir, an option another strategy declares) are
