@@ -307,3 +307,17 @@ def test_lai_eval_names_an_unknown_lm_eval_task(tmp_path: Path, monkeypatch: pyt
     common = ["eval", "--model", "fake", "--backend", "scripted", "--lm-eval-include-path", "."]
     unknown = CliRunner().invoke(app, [*common, "--tasks", "lm_eval:nope", "--out", str(tmp_path / "x")])
     assert unknown.exit_code != 0 and "unknown lm-eval task 'nope'" in str(unknown.exception)  # main() prints it
+
+
+def test_dataset_kwargs_without_the_few_shot_split_is_one_data_error() -> None:
+    """dataset_kwargs replaces the task's own: the MC fixture reads few-shot examples from
+    its train split, so giving only a test file left lm-eval's KeyError('train') to surface
+    as an internal error."""
+    pytest.importorskip("lm_eval", reason="lm-evaluation-harness is the optional extra lai[lm-eval]")
+    from lai.errors import DataError
+    from lai.tasks import get_task
+
+    entry = {"lm_eval_task": MC, "include_path": str(FIXTURES), "dataset_kwargs": {"data_files": {"test": str(FIXTURES / "mc_test.jsonl")}}}
+    task = get_task(config([entry]).evaluate.benchmarks[0].task)
+    with pytest.raises(DataError, match=r"its split 'train' has no data .*every split the task reads"):
+        task.load("test")

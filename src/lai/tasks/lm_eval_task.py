@@ -240,6 +240,12 @@ class LmEvalTask(Task):
                     f"lm-eval task {self.spec.task!r}: could not read its data: {first}",
                     hint="offline, point the task at local files with dataset_kwargs: {data_files: {...}}",
                 ) from None
+            except KeyError as error:  # a split the task reads (its few-shot split, ...) has no data
+                raise DataError(
+                    f"lm-eval task {self.spec.task!r}: its split {error.args[0]!r} has no data",
+                    hint="dataset_kwargs replaces the task's own: give data_files for every split the task "
+                    "reads (training, test and few-shot splits)",
+                ) from None
             if task.get_config("num_fewshot") is None:
                 task.set_config(key="num_fewshot", value=0)
             if self.spec.num_fewshot is not None and task.get_config("num_fewshot") != 0:
