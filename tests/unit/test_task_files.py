@@ -106,6 +106,12 @@ def test_csv_and_parquet_data_and_several_files_per_split(tmp_path: Path) -> Non
     assert [s.reference for s in task.load("test")] == [r["a"] for r in ROWS]
 
 
+def test_a_csv_file_with_a_byte_order_mark_reads_its_first_column(tmp_path: Path) -> None:
+    path = write_task(tmp_path, edit("test: test.jsonl}", "test: test.csv}"))
+    (tmp_path / "test.csv").write_text("\ufeffid,q,a\nr9,What is 8 + 1?,9\n", encoding="utf-8")  # as spreadsheets save it
+    assert [s.id for s in task_class(path)().load("test")] == ["my_task/test/r9"]
+
+
 def test_numeric_metric_with_tolerance_and_a_registered_metric(tmp_path: Path) -> None:
     text = edit("- {metric: exact_match, ignore_case: true}", "- {metric: numeric, tolerance: 0.5}")
     task = task_class(write_task(tmp_path, text))()
@@ -153,6 +159,17 @@ class Case:
 
 def validate(text: str, rows: list[dict] | None = None) -> Callable[[Path], list[str]]:
     return lambda f: ["validate", str(write_task(f, text, rows=rows))]
+
+
+def csv_test_split(content: str) -> Callable[[Path], list[str]]:
+    """lai validate with the test split read from a CSV file holding ``content``."""
+
+    def make(folder: Path) -> list[str]:
+        path = write_task(folder, edit("test: test.jsonl}", "test: test.csv}"))
+        (folder / "test.csv").write_text(content, encoding="utf-8")
+        return ["validate", str(path)]
+
+    return make
 
 
 def include(text: str, command: str = "tasks") -> Callable[[Path], list[str]]:
@@ -221,6 +238,8 @@ CASES = [
     Case("prompt template field missing", validate(edit("lai:\n", "lai:\n  prompt: {paper: {template: '{{ foo }}'}}\n")), ("my_task.yaml:16", "lai.prompt.paper.template", "'foo' is undefined")),
     Case("two rows, one id", validate(GOOD, rows=[{"id": "same", "q": "1 + 1?", "a": "2"}, {"id": "same", "q": "2 + 1?", "a": "3"}]), ("two rows have the id 'my_task/train/same'", "id_field")),
     Case("billion laughs", validate("l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + LAUGHS + GOOD), ("my_task.yaml:1", "l0", "unknown key")),
+    Case("CSV row short of the header", csv_test_split('id,q,a\nr1,"What is 1 + 1?,2\n'), ("test.csv:2", "2 field(s) where the header has 3")),
+    Case("CSV header names a column twice", csv_test_split("id,q,a,a\nr1,What is 1 + 1?,2,3\n"), ("test.csv:1", "column 'a' twice")),
     Case("template multiplies a string", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ 'a' * 10**10 }}\"")), ("my_task.yaml:7", "doc_to_text", "more than 1000000 items")),
 ]
 

@@ -315,8 +315,8 @@ def read_table(path: Path, task: str, pool: str, named_in: str = "") -> list[dic
     suffix = path.suffix.lower()
     if suffix == ".csv":
         try:
-            with path.open(encoding="utf-8", newline="") as handle:
-                rows = [dict(row) for row in csv.DictReader(handle)]
+            with path.open(encoding="utf-8-sig", newline="") as handle:  # -sig: a spreadsheet's byte-order mark
+                rows = _csv_rows(path, csv.DictReader(handle))
         except (UnicodeDecodeError, csv.Error) as error:
             raise DataError(f"{path} is not a readable CSV file ({error})") from None
     elif suffix == ".parquet":
@@ -332,6 +332,27 @@ def read_table(path: Path, task: str, pool: str, named_in: str = "") -> list[dic
         rows = read_jsonl_rows(path, ())
     if not rows:
         raise DataError(f"{path} holds no rows")
+    return rows
+
+
+def _csv_rows(path: Path, reader: csv.DictReader[str]) -> list[dict[str, Any]]:
+    """A CSV file's rows; a row with more or fewer fields than the header (csv fills the
+    gap with None, which a template renders as "None") or a header naming a column twice
+    is a DataError naming the line."""
+    header = reader.fieldnames or []
+    if len(set(header)) < len(header):
+        twice = next(name for name in header if header.count(name) > 1)
+        raise DataError(f"{path}:1: the header names column {twice!r} twice", hint="give every column its own name")
+    rows = []
+    for row in reader:
+        extra = row.pop(None, None)  # type: ignore[call-overload]  # the fields past the header
+        if extra or None in row.values():
+            count = sum(value is not None for value in row.values()) + len(extra or [])
+            raise DataError(
+                f"{path}:{reader.line_num}: {count} field(s) where the header has {len(header)}",
+                hint="fix or remove that row (a field with a comma or a line break must be quoted)",
+            )
+        rows.append(dict(row))
     return rows
 
 
