@@ -16,6 +16,7 @@ from lai.records import Attempt, Sample
 from lai.scoring import answer_and_score
 from lai.targets import Target
 from lai.tasks.base import Task
+from lai.tasks.setup import task_setup
 
 
 class LoadedTarget:
@@ -75,7 +76,7 @@ class LoadedTarget:
         tasks = {s.task: self.task(s.task) for s in samples}
         # "auto": each task as it scores (pools of a generation and a log-likelihood task collect together)
         mode = bench.scoring if bench else "auto"
-        job = AnswerJob(protocol, mode, cfg.batch_size, cfg.max_new_tokens)  # type: ignore[arg-type]
+        job = AnswerJob(protocol, mode, cfg.batch_size, cfg.max_new_tokens, task_setup())  # type: ignore[arg-type]
         if self.config.cluster.backend == "ray":
             return answer_and_score_sharded(
                 lambda: self.ray_actors(model, k), samples, out, job, self.config.cluster.shard_size,

@@ -26,6 +26,7 @@ from lai.errors import ConfigError
 from lai.progress import Progress
 from lai.records import Attempt, Sample
 from lai.scoring import Mode, answer_batches, write_answers
+from lai.tasks.setup import TaskSetup, task_setup
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,22 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class AnswerJob:
-    """How to answer: the same arguments :func:`lai.scoring.answer_and_score` takes."""
+    """How to answer: the same arguments :func:`lai.scoring.answer_and_score` takes, and
+    the driver's task registrations (task files, lm-eval tasks) for the worker to apply."""
 
     protocol: str
     mode: Mode
     batch_size: int
     max_new_tokens: int
+    tasks: TaskSetup = field(default_factory=TaskSetup)
 
 
 def answer_shard(target: Any, samples: list[Sample], job: AnswerJob) -> list[Attempt]:
     """Answer one shard with an already-built target (runs inside a worker)."""
     from lai.tasks import get_task
+    from lai.tasks.setup import apply_task_setup
 
+    apply_task_setup(job.tasks)
     tasks = {s.task: get_task(s.task) for s in samples}
     attempts: list[Attempt] = []
     for batch in answer_batches(target, tasks, samples, job.protocol, job.mode, job.batch_size, job.max_new_tokens):
@@ -76,9 +81,11 @@ def _ray(config: ClusterConfig) -> Any:
     return ray
 
 
-def _score_shard(task_name: str, samples: list[Sample], responses: list[str]) -> list[Any]:
+def _score_shard(setup: TaskSetup, task_name: str, samples: list[Sample], responses: list[str]) -> list[Any]:
     from lai.tasks import get_task
+    from lai.tasks.setup import apply_task_setup
 
+    apply_task_setup(setup)
     return get_task(task_name).score_many(samples, responses)
 
 
@@ -89,8 +96,9 @@ def ray_scorer(config: ClusterConfig) -> Callable[[str, list[Sample], list[str]]
 
     def score(task_name: str, samples: list[Sample], responses: list[str]) -> list[Any]:
         size = config.shard_size
+        setup = task_setup()
         refs = [
-            remote.remote(task_name, samples[i : i + size], responses[i : i + size])
+            remote.remote(setup, task_name, samples[i : i + size], responses[i : i + size])
             for i in range(0, len(samples), size)
         ]
         return [score for shard in ray.get(refs) for score in shard]

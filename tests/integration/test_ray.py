@@ -97,3 +97,23 @@ def test_code_verification_shards_give_the_local_verdicts() -> None:
     assert [(s.kept, s.drop_reason) for s in remote] == [(s.kept, s.drop_reason) for s in local]
     assert [s.kept for s in remote] == [bool(i % 2) for i in range(7)]
 
+
+
+def test_ray_workers_know_the_drivers_task_files(data_dir: Path, tmp_path: Path) -> None:
+    """A task from a task file (include_path) exists in the driver only; the workers are
+    handed the driver's registrations (lai.tasks.task_setup) and score it the same way."""
+    from lai.tasks.from_file import forget_user_tasks
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "unit_conversions"
+    benchmarks = {"benchmarks": [{"task": "unit_conversions", "pool": "test", "limit": 6}]}
+    try:
+        found = {}
+        for side, cluster in (("local", {}), ("ray", {"cluster": CLUSTER})):
+            cfg = config(data_dir, tmp_path, include_path=[str(example)], evaluate=benchmarks, **cluster)
+            pipeline = Pipeline(cfg, tmp_path / side)
+            pipeline._stage(0, "evaluate", pipeline.evaluate, 0, cfg.target.model)
+            pipeline.target.release()
+            found[side] = records(tmp_path / side)
+    finally:
+        forget_user_tasks()
+    assert found["ray"] == found["local"] and len(found["ray"]["iter_00/eval/unit_conversions-test.jsonl"]) == 6

@@ -22,3 +22,4 @@ def get_task(name: str) -> Task:
 
         return get_lm_eval_task(name)
     return TASKS.get(name)()
+

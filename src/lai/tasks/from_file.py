@@ -445,6 +445,11 @@ def register_task_file(path: Path) -> str:
     return name
 
 
+def user_task_files() -> list[Path]:
+    """The task files registered in this process (lai.tasks.task_setup hands them on)."""
+    return list(_USER.values())
+
+
 def forget_user_tasks() -> None:
     """Unregister the tasks of user files (tests: each starts from the built-ins)."""
     for name in list(_USER):

@@ -96,6 +96,11 @@ def register(spec: LmEvalSpec) -> str:
     return spec.lai_name
 
 
+def registered_specs() -> list[LmEvalSpec]:
+    """The specs registered in this process (lai.tasks.task_setup hands them on)."""
+    return list(_SPECS.values())
+
+
 def check_consistent(specs: list[LmEvalSpec]) -> None:
     """One lai task name means one lm-eval task definition within a config."""
     seen: dict[str, LmEvalSpec] = {}
