@@ -22,4 +22,3 @@ def get_task(name: str) -> Task:
 
         return get_lm_eval_task(name)
     return TASKS.get(name)()
-
