@@ -609,13 +609,35 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return nested
 
 
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """``update`` over ``base``, mappings merged key by key. A list in ``base`` takes
+    updates by index (``--set select.pools.0.n=8`` sets the first pool's ``n``)."""
     merged = dict(base)
     for key, value in update.items():
+        path = f"{where}.{key}" if where else str(key)
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value, path)
+        elif isinstance(value, dict) and isinstance(merged.get(key), list) and value and all(str(i).isdigit() for i in value):
+            merged[key] = _merge_by_index(merged[key], value, path)
+        elif isinstance(value, dict) and isinstance(merged.get(key), list) and value:
+            first = next(iter(value))
+            raise ConfigError(f"{path}.{first}: {path} is a list, so its entries are numbered", hint=f"e.g. --set {path}.0.<key>=<value>")
         else:
             merged[key] = value
+    return merged
+
+
+def _merge_by_index(items: list[Any], update: dict[Any, Any], where: str) -> list[Any]:
+    merged = list(items)
+    for index, value in update.items():
+        i = int(index)
+        if i >= len(merged):
+            raise ConfigError(
+                f"{where}.{index}: {where} has {len(merged)} entr{'y' if len(merged) == 1 else 'ies'} "
+                f"(indexes 0 to {len(merged) - 1})" if merged else f"{where}.{index}: {where} is empty",
+                hint="set an existing entry, or write the whole list in the config file",
+            )
+        merged[i] = deep_merge(merged[i], value, f"{where}.{index}") if isinstance(value, dict) and isinstance(merged[i], dict) else value
     return merged
 
 

@@ -80,6 +80,17 @@ def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
         parse_overrides(["train.epochs"])
 
 
+def test_overrides_reach_list_entries_by_index() -> None:
+    demo = REPO / "configs" / "demo.yaml"
+    config = load_config(demo, ["select.pools.0.n=3", "evaluate.benchmarks.0.limit=7"])
+    assert config.select.pools[0].n == 3 and config.evaluate.benchmarks[0].limit == 7
+    assert config.select.pools[0].task == load_config(demo).select.pools[0].task  # the rest of the entry kept
+    with pytest.raises(ConfigError, match=r"^select\.pools\.5: select\.pools has 1 entry \(indexes 0 to 0\)"):
+        load_config(demo, ["select.pools.5.n=3"])
+    with pytest.raises(ConfigError, match=r"^select\.pools\.first: select\.pools is a list, so its entries are numbered"):
+        load_config(demo, ["select.pools.first.n=3"])
+
+
 def test_extends_merges_the_parent_underneath(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text("name: base\nseed: 3\nstrategy: {name: le, budget: 10, k: 3}\n")
     (tmp_path / "child.yaml").write_text("extends: base.yaml\nname: child\nstrategy: {name: lec}\n")
