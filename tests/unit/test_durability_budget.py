@@ -42,6 +42,10 @@ def test_dry_run_bound_holds_against_a_real_run(tmp_path: Path, data_dir: Path) 
     assert paid <= bill["calls"], (paid, bill)
     assert sum(row["cost"] for row in spend) <= bill["cost"], bill
     assert sum(row["completion_tokens"] for row in spend) <= bill["completion_tokens"]
+    # The report states what was paid from the books, corrective retries included, which
+    # the per-request records (one final record each) cannot show.
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"**${sum(row['cost'] for row in spend):.4f}** over {len(spend)} call(s)" in report
 
 
 def test_dry_run_for_a_budget_of_a_million_answers_at_once(tmp_path: Path, data_dir: Path) -> None:

@@ -253,3 +253,30 @@ def read_spend(path: Path) -> Iterator[dict[str, Any]]:
         for line in handle:
             if line.strip():
                 yield json.loads(line)
+
+
+def spend_totals(path: Path) -> dict[tuple[int, str], dict[str, float]]:
+    """What the spend log says was paid, per (iteration, stage): calls, tokens, cost.
+
+    Read only (a report may read a run another process is writing): a torn last line
+    is skipped, never repaired here.
+    """
+    totals: dict[tuple[int, str], dict[str, float]] = {}
+    if not path.is_file():
+        return totals
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # the torn tail of a killed write
+            if not isinstance(row, dict):
+                continue
+            key = (int(row.get("iteration") or 0), str(row.get("stage") or "?"))
+            entry = totals.setdefault(key, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0})
+            entry["calls"] += 1
+            for field in ("prompt_tokens", "completion_tokens", "cost"):
+                value = row.get(field)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    entry[field] += value
+    return totals

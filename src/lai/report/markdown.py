@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lai.instructor.ledger import spend_totals
 from lai.manifest import HEARTBEAT_S
 from lai.quality.diagnoses import NO_DIAGNOSIS, NO_USABLE_DIAGNOSIS, NOT_DIAGNOSES
 from lai.records import Attempt, GeneratedSample
@@ -374,7 +375,26 @@ def _cost_section(store: RunStore, summaries: dict[int, dict[str, Any]], manifes
             rows.append([k, "re-solve (verify)", ", ".join(usage["models"]) or "-", usage["ok"], usage["failed"], usage["prompt_tokens"], usage["completion_tokens"], f"${usage['cost_usd']:.4f}"])
     header = ["iteration", "requests for", "instructor model", "replies", "failed", "prompt tokens", "completion tokens", "cost (instructor.prices)"]
     tokens = markdown_table(header, rows) if rows else ""
-    return "\n\n".join(part for part in (tokens, _times(manifest)) if part)
+    return "\n\n".join(part for part in (tokens, _paid(store), _times(manifest)) if part)
+
+
+def _paid(store: RunStore) -> str:
+    """The run's books: every paid HTTP reply in spend.jsonl, retries and corrective
+    retries included, which the table above (one final record per request) does not count."""
+    totals = spend_totals(store.root / "spend.jsonl")
+    if not totals:
+        return ""
+    rows = [
+        [k, stage, int(e["calls"]), int(e["prompt_tokens"]), int(e["completion_tokens"]), f"${e['cost']:.4f}"]
+        for (k, stage), e in sorted(totals.items())
+    ]
+    total = sum(e["cost"] for e in totals.values())
+    calls = sum(int(e["calls"]) for e in totals.values())
+    intro = (
+        f"Paid, by the run's books (`spend.jsonl`: one line per HTTP reply, retries included): "
+        f"**${total:.4f}** over {calls} call(s); `instructor.max_cost` is checked against this sum."
+    )
+    return intro + "\n\n" + markdown_table(["iteration", "stage", "calls", "prompt tokens", "completion tokens", "cost"], rows)
 
 
 def stage_time_rows(manifest: dict[str, Any]) -> list[list[Any]]:
