@@ -363,3 +363,19 @@ def test_lai_eval_into_the_same_folder_refuses_a_task_file_edited_since(tmp_path
     task_file.write_text(edit("ignore_case: true", "ignore_case: false"))
     assert exit_code(start_forked(args, tmp_path, tmp_path)) == 2
     assert "differs in: task_files" in (tmp_path / "stderr").read_text()
+
+
+def test_a_regex_that_backtracks_catastrophically_stops_lai_eval_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``(.*\\s*)*!`` on the scripted reply would run for ages (Ctrl-C the only way out);
+    a task file's regex gets REGEX_LIMIT_S per reply. The scoring stage's progress bar may
+    precede the error on stderr."""
+    import lai.tasks.metrics as metrics
+
+    monkeypatch.setattr(metrics, "REGEX_LIMIT_S", 0.5)  # the forked child inherits it
+    write_task(tmp_path, edit('regex_pattern: "(-?[0-9.]+)"', 'regex_pattern: "(.*\\\\s*)*!"'))
+    args = ["eval", "--tasks", "my_task", "--include-path", ".", "--backend", "scripted", "--model", "m", "--out", "out"]
+    assert exit_code(start_forked(args, tmp_path, tmp_path)) == 2
+    stderr = (tmp_path / "stderr").read_text()
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in stderr and len(errors) == 1, stderr
+    assert "'(.*\\\\s*)*!' took over 0.5 s on one reply" in errors[0] and "backtracks catastrophically" in errors[0]

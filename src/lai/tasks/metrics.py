@@ -23,14 +23,19 @@ the LLM judge (``llm_judge``) is registered that way, so this module never impor
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import signal
 import string
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from lai import sandbox
+from lai.errors import ConfigError
 from lai.records import Sample
 from lai.registry import Registry
 from lai.tasks.choice import extract_letter
@@ -100,12 +105,56 @@ def compile_patterns(value: Any) -> list[re.Pattern[str]]:
     return [re.compile(p) for p in patterns]
 
 
+#: The longest a task file's regular expression may take on one reply.
+REGEX_LIMIT_S = 5.0
+
+
+class _RegexTimeout(Exception):
+    pass
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise _RegexTimeout
+
+
+@contextlib.contextmanager
+def bounded(pattern: re.Pattern[str], text: str) -> Iterator[None]:
+    """Run a task file's regex on a reply for at most REGEX_LIMIT_S seconds: a pattern that
+    backtracks catastrophically (``(\\d+)+x`` on forty digits) would otherwise run for
+    ages, Ctrl-C being the only way out. Python's regex engine checks for signals, so a
+    timer interrupts it; off the main thread (no signals there) it runs unbounded."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+    pending, interval = signal.getitimer(signal.ITIMER_REAL)
+    if pending and pending <= REGEX_LIMIT_S:  # someone's alarm (pytest-timeout's) comes first: leave it be
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _raise_timeout)
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, REGEX_LIMIT_S)
+    try:
+        yield
+    except _RegexTimeout:
+        raise ConfigError(
+            f"the regular expression {pattern.pattern!r} took over {REGEX_LIMIT_S:g} s on one reply "
+            f"({len(text)} characters): it backtracks catastrophically",
+            hint="rewrite it without a repetition inside a repetition, such as (a+)+ or (\\w*\\s*)*",
+        ) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
+        if pending:  # put back the alarm that was set, less the time spent here
+            signal.setitimer(signal.ITIMER_REAL, max(pending - (time.monotonic() - started), 0.001), interval)
+
+
 def _regex(text: str, options: Mapping[str, Any]) -> str:
     """lm-eval's RegexFilter: the selected match's first non-empty group; a list of
     patterns is tried in order, the first with any match wins."""
     select = int(options.get("group_select", 0))
     for pattern in options["_compiled"]:
-        found = pattern.findall(text)
+        with bounded(pattern, text):
+            found = pattern.findall(text)
         if not found:
             continue
         try:
@@ -187,7 +236,8 @@ class ExactMatch(Metric):
 
     def normalize(self, text: str) -> str | None:
         for pattern in self.ignore:
-            text = pattern.sub("", text)
+            with bounded(pattern, text):
+                text = pattern.sub("", text)
         if self.options.get("ignore_case"):
             text = text.lower()
         if self.options.get("ignore_punctuation"):
