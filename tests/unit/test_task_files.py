@@ -240,6 +240,8 @@ CASES = [
     Case("billion laughs", validate("l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + LAUGHS + GOOD), ("my_task.yaml:1", "l0", "unknown key")),
     Case("CSV row short of the header", csv_test_split('id,q,a\nr1,"What is 1 + 1?,2\n'), ("test.csv:2", "2 field(s) where the header has 3")),
     Case("CSV header names a column twice", csv_test_split("id,q,a,a\nr1,What is 1 + 1?,2,3\n"), ("test.csv:1", "column 'a' twice")),
+    Case("template loops too long", validate(edit('doc_to_text: "{{ q }}"', 'doc_to_text: "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}{{ q }}"')), ("my_task.yaml:7", "doc_to_text", "took over 1 s on one row")),
+    Case("template regex backtracks", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ q }}{% if ('a' * 40 + '!') is search('(a+)+$') %}{% endif %}\"")), ("my_task.yaml:7", "doc_to_text", "took over 1 s")),
     Case("template multiplies a string", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ 'a' * 10**10 }}\"")), ("my_task.yaml:7", "doc_to_text", "more than 1000000 items")),
 ]
 
@@ -248,8 +250,10 @@ CASES = [
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
     import lai.cli  # noqa: F401 - imported once, shared by the forked cases
     import lai.tasks.from_file  # noqa: F401
+    import lai.tasks.spec as spec
 
-    results = {}
+    results, limit = {}, spec.TEMPLATE_LIMIT_S
+    spec.TEMPLATE_LIMIT_S = 1.0  # inherited by the forked cases: a template that runs too long stops in 1 s, not 5
     for case in CASES:  # one at a time: a case may register tasks in its own child only
         folder = tmp_path_factory.mktemp("case")
         args = case.make(folder)
@@ -258,6 +262,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, s
         streams = tmp_path_factory.mktemp("streams")
         code = exit_code(start_forked(args, folder, streams))
         results[case.name] = (code, (streams / "stderr").read_text(errors="replace"))
+    spec.TEMPLATE_LIMIT_S = limit
     return results
 
 

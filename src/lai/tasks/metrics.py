@@ -109,43 +109,53 @@ def compile_patterns(value: Any) -> list[re.Pattern[str]]:
 REGEX_LIMIT_S = 5.0
 
 
-class _RegexTimeout(Exception):
-    pass
+class TookTooLong(Exception):
+    """A :func:`time_limit` ran out."""
 
 
 def _raise_timeout(signum: int, frame: object) -> None:
-    raise _RegexTimeout
+    raise TookTooLong
 
 
 @contextlib.contextmanager
-def bounded(pattern: re.Pattern[str], text: str) -> Iterator[None]:
-    """Run a task file's regex on a reply for at most REGEX_LIMIT_S seconds: a pattern that
-    backtracks catastrophically (``(\\d+)+x`` on forty digits) would otherwise run for
-    ages, Ctrl-C being the only way out. Python's regex engine checks for signals, so a
-    timer interrupts it; off the main thread (no signals there) it runs unbounded."""
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise TookTooLong when the block runs over ``seconds``: for what a task file makes
+    lai run (its regexes, its templates), which could otherwise run for ages. A timer
+    interrupts Python code and Python's regex engine alike; off the main thread (no
+    signals there) the block runs unbounded. An alarm already set (pytest-timeout's) is
+    left alone when it comes first, else put back afterwards."""
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
     pending, interval = signal.getitimer(signal.ITIMER_REAL)
-    if pending and pending <= REGEX_LIMIT_S:  # someone's alarm (pytest-timeout's) comes first: leave it be
+    if pending and pending <= seconds:
         yield
         return
     previous = signal.signal(signal.SIGALRM, _raise_timeout)
     started = time.monotonic()
-    signal.setitimer(signal.ITIMER_REAL, REGEX_LIMIT_S)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
-    except _RegexTimeout:
-        raise ConfigError(
-            f"the regular expression {pattern.pattern!r} took over {REGEX_LIMIT_S:g} s on one reply "
-            f"({len(text)} characters): it backtracks catastrophically",
-            hint="rewrite it without a repetition inside a repetition, such as (a+)+ or (\\w*\\s*)*",
-        ) from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
         if pending:  # put back the alarm that was set, less the time spent here
             signal.setitimer(signal.ITIMER_REAL, max(pending - (time.monotonic() - started), 0.001), interval)
+
+
+@contextlib.contextmanager
+def bounded(pattern: re.Pattern[str], text: str) -> Iterator[None]:
+    """Run a task file's regex on a reply for at most REGEX_LIMIT_S seconds: a pattern that
+    backtracks catastrophically (``(\\d+)+x`` on forty digits) would otherwise run for ages."""
+    try:
+        with time_limit(REGEX_LIMIT_S):
+            yield
+    except TookTooLong:
+        raise ConfigError(
+            f"the regular expression {pattern.pattern!r} took over {REGEX_LIMIT_S:g} s on one reply "
+            f"({len(text)} characters): it backtracks catastrophically",
+            hint="rewrite it without a repetition inside a repetition, such as (a+)+ or (\\w*\\s*)*",
+        ) from None
 
 
 def _regex(text: str, options: Mapping[str, Any]) -> str:

@@ -37,7 +37,15 @@ from pydantic import (
 
 from lai.errors import ConfigError, DataError, read_text, too_big
 from lai.tasks.gsm8k import normalize_number
-from lai.tasks.metrics import FILTER_OPTIONS, METRICS, Filter, Metric, compile_patterns
+from lai.tasks.metrics import (
+    FILTER_OPTIONS,
+    METRICS,
+    Filter,
+    Metric,
+    TookTooLong,
+    compile_patterns,
+    time_limit,
+)
 
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,79}")
 PROTOCOL_NAMES = ("paper", "lm-eval")
@@ -384,10 +392,23 @@ class TemplateFailed(DataError):
     """A template or expression failed on a row (a missing field, a failing method call)."""
 
 
+#: The longest one template may take on one row (a loop over range(99999) in another).
+TEMPLATE_LIMIT_S = 5.0
+
+
+def _too_long(what: str) -> ConfigError:
+    return ConfigError(
+        f"{what}: took over {TEMPLATE_LIMIT_S:g} s on one row", hint="a loop or a regular expression in it runs too long; shorten it"
+    )
+
+
 def render(source: str, context: dict[str, Any], what: str) -> str:
     """A template rendered; a missing field or a failing expression is a DataError naming ``what``."""
     try:
-        return _template(source).render(context)
+        with time_limit(TEMPLATE_LIMIT_S):
+            return _template(source).render(context)
+    except TookTooLong:
+        raise _too_long(what) from None
     except jinja2.UndefinedError as error:
         raise TemplateFailed(f"{what}: {error.message}") from None
     except jinja2.TemplateError as error:
@@ -398,7 +419,10 @@ def render(source: str, context: dict[str, Any], what: str) -> str:
 
 def holds(source: str, context: dict[str, Any], what: str) -> bool:
     try:
-        return bool(_expression(source)(context))
+        with time_limit(TEMPLATE_LIMIT_S):
+            return bool(_expression(source)(context))
+    except TookTooLong:
+        raise _too_long(what) from None
     except jinja2.UndefinedError as error:
         raise TemplateFailed(f"{what}: {error.message}") from None
     except Exception as error:  # noqa: BLE001
