@@ -242,6 +242,9 @@ CASES = [
     Case("CSV header names a column twice", csv_test_split("id,q,a,a\nr1,What is 1 + 1?,2,3\n"), ("test.csv:1", "column 'a' twice")),
     Case("template loops too long", validate(edit('doc_to_text: "{{ q }}"', 'doc_to_text: "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}{{ q }}"')), ("my_task.yaml:7", "doc_to_text", "took over 1 s on one row")),
     Case("template regex backtracks", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ q }}{% if ('a' * 40 + '!') is search('(a+)+$') %}{% endif %}\"")), ("my_task.yaml:7", "doc_to_text", "took over 1 s")),
+    Case("instructor template unknown placeholder", validate(GOOD + '    templates: {le: "Write $n like $question; $nonsense"}\n'), ("my_task.yaml:21", "lai.instructor.templates.le", "$nonsense", "does not fill")),
+    Case("instructor template lone dollar", validate(GOOD + '    templates: {random: "Write $n like $question for 5$"}\n'), ("my_task.yaml:21", "lai.instructor.templates.random", "write $$ for a dollar sign")),
+    Case("lone surrogate escape", validate(edit("description: adding small numbers", 'description: "adding \\ud800 numbers"')), ("my_task.yaml:18", "lai.instructor.description", "surrogate")),
     Case("template multiplies a string", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ 'a' * 10**10 }}\"")), ("my_task.yaml:7", "doc_to_text", "more than 1000000 items")),
 ]
 

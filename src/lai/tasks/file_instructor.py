@@ -34,6 +34,27 @@ RESOLVE_TEXT_SCHEMA: dict[str, Any] = {
 }
 
 
+#: The placeholders each kind of instructor prompt fills (lai.strategies, lai.quality.verify).
+PLACEHOLDERS = {
+    "le": ("question", "response", "reference", "reason", "n"),
+    "lec": ("question", "response", "reference", "reason", "n", "neighbours"),
+    "random": ("question", "reference", "n"),
+    "resolve": ("question",),
+}
+
+
+def check_placeholders(text: str, kind: str) -> None:
+    """A template text a task file carries fills only what its kind of prompt is given:
+    an unknown ``$name`` or a lone ``$`` would otherwise fail with a KeyError mid-run."""
+    template = Template(text)
+    allowed = PLACEHOLDERS[kind]
+    if not template.is_valid():
+        raise ConfigError(f"the template text has a '$' that starts no placeholder (write $$ for a dollar sign; it may use ${', $'.join(allowed)})")
+    unknown = [name for name in template.get_identifiers() if name not in allowed]
+    if unknown:
+        raise ConfigError(f"the template text uses ${unknown[0]}, which a {kind} prompt does not fill (it fills ${', $'.join(allowed)}; write $$ for a dollar sign)")
+
+
 def _template_name(task: str, kind: str, value: str | None, generic: str, fill: Mapping[str, str]) -> str:
     """A template value is either the name of an existing template or its text; absent,
     the generic template ``generic`` filled with the task's own description."""
@@ -41,6 +62,8 @@ def _template_name(task: str, kind: str, value: str | None, generic: str, fill: 
         prompts.template_text(value)  # raises when there is no such template
         return value
     name = f"{kind}_task_{task}"
+    if value is not None:
+        check_placeholders(value, kind)
     if value is None:
         escaped = {k: v.replace("$", "$$") for k, v in fill.items()}
         value = Template(prompts.template_text(generic)).safe_substitute(escaped)

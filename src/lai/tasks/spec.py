@@ -318,6 +318,8 @@ def read_spec(path: Path) -> tuple[TaskSpec, Where]:
         where = Where(path, key_lines(node))
     except ValueError as error:
         raise ConfigError(f"{path}:{error}") from None
+    if (bad := _surrogate_at(raw)) is not None:
+        raise ConfigError(f"{where(*bad)}: holds a lone UTF-16 surrogate escape (e.g. \\ud800), which is not text")
     for key, why in UNSUPPORTED.items():
         if key in raw:
             raise ConfigError(f"{where(key)}: not supported in lai task files ({why})")
@@ -337,6 +339,27 @@ def read_spec(path: Path) -> tuple[TaskSpec, Where]:
         raise ConfigError(f"{where(*loc)}: {message}") from None
     check_templates(spec, where)
     return spec, where
+
+
+def _surrogate_at(value: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    """The key path of the first string with a lone surrogate (YAML's "\\ud800" makes one;
+    it cannot be written as UTF-8, so a run would fail on it halfway), else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if (found := _surrogate_at(key, path) if isinstance(key, str) else None) is not None:
+                return found
+            if (found := _surrogate_at(item, (*path, key))) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _surrogate_at(item, (*path, index))) is not None:
+                return found
+    return None
 
 
 def templates_of(spec: TaskSpec) -> list[tuple[tuple[Any, ...], str]]:
