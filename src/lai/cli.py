@@ -323,6 +323,7 @@ def eval_(
             console.print(
                 f"{name}: {key} agrees with {agreed['exact_match']} on {agreed['agree']} of {agreed['n']} items "
                 f"({100 * agreed['rate']:.1f}%; judge only right: {agreed['judge_only']}, exact match only: {agreed['exact_only']})"
+                + (f"; left out: {agreed['no_verdict']} item(s) the judge gave no readable verdict on" if agreed.get("no_verdict") else "")
             )
         if result.get("skipped"):
             console.print(f"{name}: skipped {result['skipped']} row(s) it cannot read (see the warnings; --strict stops instead)")

@@ -296,6 +296,9 @@ class LLMJudge(Metric):
         return Verdict(said.correct is True, extracted.strip(), sample.reference, reason=said.describe())
 
 
+_NO_VERDICT = re.compile(r"\bjudge [^\n]*?: no verdict \(")  # JudgeVerdict.describe's words
+
+
 def agreement(attempts: list[Any]) -> dict[str, dict[str, Any]]:
     """How often the judge agrees with exact match, on the items scored by both.
 
@@ -311,12 +314,18 @@ def agreement(attempts: list[Any]) -> dict[str, dict[str, Any]]:
         if not exact:
             break
         partner = next((k for k in exact if k.split(",", 1)[1] == key.split(",", 1)[1]), exact[0])
-        both = [(bool(a.metrics[key]), bool(a.metrics[partner])) for a in attempts if key in a.metrics and partner in a.metrics]
-        if not both:
+        scored = [a for a in attempts if key in a.metrics and partner in a.metrics]
+        # A reply without a readable verdict scores "not correct", but it is no judgement:
+        # counted as agreeing with a wrong exact match, a judge that never answers would
+        # look in perfect agreement. Left out, and counted.
+        silent = [a for a in scored if _NO_VERDICT.search(getattr(a, "reason", "") or "")]
+        both = [(bool(a.metrics[key]), bool(a.metrics[partner])) for a in scored if a not in silent]
+        if not scored:
             continue
         agreed = sum(j == e for j, e in both)
         found[key] = {
-            "exact_match": partner, "n": len(both), "agree": agreed, "rate": agreed / len(both),
+            "exact_match": partner, "n": len(both), "agree": agreed, "rate": agreed / len(both) if both else 0.0,
             "judge_only": sum(j and not e for j, e in both), "exact_only": sum(e and not j for j, e in both),
+            "no_verdict": len(silent),
         }  # fmt: skip
     return found

@@ -141,11 +141,14 @@ def test_the_metric_batches_and_keeps_the_reasoning(server: JudgeServer, tmp_pat
 
 
 def test_agreement_counts_items_scored_both_ways() -> None:
-    def attempt(judge: bool, exact: bool) -> Attempt:
-        return Attempt("i", "t", "q", "r", "p", "x", "x", judge, "", metrics={"llm_judge,whole": judge, "exact_match,whole": exact})
+    def attempt(judge: bool, exact: bool, reason: str = "") -> Attempt:
+        return Attempt("i", "t", "q", "r", "p", "x", "x", judge, reason, metrics={"llm_judge,whole": judge, "exact_match,whole": exact})
 
-    found = agreement([attempt(True, True), attempt(True, False), attempt(False, False), attempt(False, True)])
-    assert found == {"llm_judge,whole": {"exact_match": "exact_match,whole", "n": 4, "agree": 2, "rate": 0.5, "judge_only": 1, "exact_only": 1}}
+    # The last item's judge gave no readable verdict: it scores "not correct", but agreeing
+    # with exact match on it would make a judge that never answers look in agreement.
+    silent = attempt(False, False, "judge j: no verdict (the judge's reply could not be read: maybe)")
+    found = agreement([attempt(True, True), attempt(True, False), attempt(False, False), attempt(False, True), silent])
+    assert found == {"llm_judge,whole": {"exact_match": "exact_match,whole", "n": 4, "agree": 2, "rate": 0.5, "judge_only": 1, "exact_only": 1, "no_verdict": 1}}
     assert agreement([Attempt("i", "t", "q", "r", "p", "x", "x", True, "", metrics={"exact_match,a": True})]) == {}
 
 
@@ -204,7 +207,7 @@ def test_lai_eval_scores_a_task_file_with_the_judge_and_reports_agreement(server
     found = summary["tasks"]["judged_sums"]["judge_agreement"]["llm_judge,whole"]
     judged_right = sum(r["correct"] for r in records)
     assert found == {"exact_match": "exact_match,whole", "n": 6, "agree": 6 - judged_right, "rate": (6 - judged_right) / 6,
-                     "judge_only": judged_right, "exact_only": 0}  # fmt: skip
+                     "judge_only": judged_right, "exact_only": 0, "no_verdict": 0}  # fmt: skip
     assert (tmp_path / "out" / "judge_cache.sqlite").is_file()
     asked = len(server.requests)
     evaluate_model("fake-model", ["judged_sums"], tmp_path / "again", backend="scripted", judge=judge, batch_size=3)
