@@ -245,6 +245,10 @@ CASES = [
     Case("instructor template unknown placeholder", validate(GOOD + '    templates: {le: "Write $n like $question; $nonsense"}\n'), ("my_task.yaml:21", "lai.instructor.templates.le", "$nonsense", "does not fill")),
     Case("instructor template lone dollar", validate(GOOD + '    templates: {random: "Write $n like $question for 5$"}\n'), ("my_task.yaml:21", "lai.instructor.templates.random", "write $$ for a dollar sign")),
     Case("lone surrogate escape", validate(edit("description: adding small numbers", 'description: "adding \\ud800 numbers"')), ("my_task.yaml:18", "lai.instructor.description", "surrogate")),
+    Case("empty stop string", validate(edit("metric_list:", "generation_kwargs: {until: ['']}\nmetric_list:")), ("my_task.yaml:13", "generation_kwargs.until", "must not be empty")),
+    Case("tolerance infinite", validate(edit("{metric: exact_match, ignore_case: true}", "{metric: numeric, tolerance: .inf}")), ("my_task.yaml:14", "finite number")),
+    Case("question renders empty", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ q if false else '' }}\"")), ("my_task.yaml:7", "doc_to_text: renders empty", "first row")),
+    Case("answer renders empty", validate(edit('doc_to_target: "{{ a }}"', 'doc_to_target: " "')), ("my_task.yaml:8", "doc_to_target: renders empty", "first row")),
     Case("template multiplies a string", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ 'a' * 10**10 }}\"")), ("my_task.yaml:7", "doc_to_text", "more than 1000000 items")),
 ]
 

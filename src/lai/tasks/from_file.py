@@ -131,6 +131,8 @@ class FileTask(Task):
             if not holds(rule.check, row, self.where("lai", "require", number, "check")):
                 raise DataError(f"{self.name}/{pool} row {index}: {rule.reason}")
         text = render(self.spec.doc_to_text, row, self.where("doc_to_text")).strip()
+        if not text:  # a question of nothing: the target would be scored on an empty prompt
+            raise TemplateFailed(f"{self.where('doc_to_text')}: renders empty")
         native = row.get(lai.id_field, index) if lai.id_field else index
         meta: dict[str, Any] = {}
         if lai.reference_solution:
@@ -138,6 +140,8 @@ class FileTask(Task):
         if not self.multiple_choice:
             target = self.spec.doc_to_target
             reference = str(target) if isinstance(target, int) else render(target, row, self.where("doc_to_target")).strip()
+            if not reference:  # no answer could ever match it
+                raise TemplateFailed(f"{self.where('doc_to_target')}: renders empty")
             return Sample(id=f"{self.name}/{pool}/{native}", task=self.name, question=text, reference=reference, meta=meta)
         assert self.spec.doc_to_choice is not None
         texts = render_list(self.spec.doc_to_choice, row, self.where("doc_to_choice"))

@@ -263,8 +263,8 @@ class Numeric(Metric):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         tolerance = options.get("tolerance", 0)
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
-            raise ValueError("tolerance must be a number >= 0")
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not 0 <= tolerance < math.inf:
+            raise ValueError("tolerance must be a finite number >= 0")
         self.tolerance = float(tolerance)
 
     def normalize(self, text: str) -> str | None:

@@ -164,6 +164,13 @@ class GenerationKwargs(Part):
     do_sample: bool = False  # lai decodes greedily; accepted so lm-eval files read
     temperature: float | None = None
 
+    @field_validator("until")
+    @classmethod
+    def _not_empty(cls, value: list[str] | str) -> list[str] | str:
+        if "" in ([value] if isinstance(value, str) else value):
+            raise ValueError("a stop string must not be empty (every text holds the empty string)")
+        return value
+
     def stops(self) -> tuple[str, ...]:
         return (self.until,) if isinstance(self.until, str) else tuple(self.until)
 
