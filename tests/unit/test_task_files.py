@@ -249,6 +249,8 @@ CASES = [
     Case("tolerance infinite", validate(edit("{metric: exact_match, ignore_case: true}", "{metric: numeric, tolerance: .inf}")), ("my_task.yaml:14", "finite number")),
     Case("question renders empty", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ q if false else '' }}\"")), ("my_task.yaml:7", "doc_to_text: renders empty", "first row")),
     Case("answer renders empty", validate(edit('doc_to_target: "{{ a }}"', 'doc_to_target: " "')), ("my_task.yaml:8", "doc_to_target: renders empty", "first row")),
+    Case("sample schema type", validate(GOOD + "    sample_schema: {type: object, properties: {question: {type: text}, answer: {type: string}}}\n"), ("my_task.yaml:21", "lai.instructor.sample_schema", "property 'question' needs a JSON type")),
+    Case("example of another shape", validate(GOOD + "    example: {prompt: 'What is 1 + 1?', result: '2'}\n"), ("my_task.yaml:21", "lai.instructor.example", "question template does not fit", "'question' is undefined")),
     Case("template multiplies a string", validate(edit('doc_to_text: "{{ q }}"', "doc_to_text: \"{{ 'a' * 10**10 }}\"")), ("my_task.yaml:7", "doc_to_text", "more than 1000000 items")),
 ]
 

@@ -78,6 +78,7 @@ def instructor_side(spec: TaskSpec, where: Where) -> dict[str, Any]:
     mc = spec.output_type == "multiple_choice"
     schema = instructor.sample_schema or (MultipleChoiceTask.sample_schema if mc else TEXT_SCHEMA)
     example = instructor.example or {name: f"<{name}>" for name in schema.get("properties", {})}
+    check_sample_shape(spec, schema, example, where)
     fill = {
         "task_description": instructor.description or f"the task {spec.task}",
         "sample_fields": ", ".join(f'"{k}"' for k in schema.get("properties", {})),
@@ -101,6 +102,36 @@ def instructor_side(spec: TaskSpec, where: Where) -> dict[str, Any]:
             raise ConfigError(f"{where('lai', 'instructor', 'resolve_template')}: {error.message}") from None
         rule = ResolveRule(name, instructor.resolve_schema or (CHOICE_RESOLVE_SCHEMA if mc else resolve_schema(schema)))
     return {"instructor_templates": templates, "resolve_rule": rule, "sample_schema": schema}
+
+
+JSON_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
+
+
+def check_sample_shape(spec: TaskSpec, schema: dict[str, Any], example: dict[str, Any], where: Where) -> None:
+    """The sample schema names JSON types, and the templates that read a written sample
+    (``question``, ``solution``, ``answer``) render on the example: otherwise an endpoint
+    refuses the schema, or every sample the instructor writes is dropped as malformed."""
+    instructor = spec.lai.instructor
+    assert instructor is not None
+    properties = schema.get("properties")
+    if schema.get("type", "object") != "object" or not isinstance(properties, dict) or not properties:
+        raise ConfigError(f"{where('lai', 'instructor', 'sample_schema')}: give an object schema with properties (one per field of a sample)")
+    for name, prop in properties.items():
+        kinds = prop.get("type") if isinstance(prop, dict) else "(not a schema)"
+        if kinds is None:  # an enum, an anyOf, ...: left to the endpoint
+            continue
+        if not isinstance(kinds, str | list) or not all(kind in JSON_TYPES for kind in ([kinds] if isinstance(kinds, str) else kinds)):
+            raise ConfigError(f"{where('lai', 'instructor', 'sample_schema')}: property {name!r} needs a JSON type ({', '.join(JSON_TYPES)})")
+    if spec.output_type == "multiple_choice":
+        return
+    from lai.tasks.spec import TemplateFailed, render
+
+    for key in ("question", "solution", "answer"):
+        try:
+            render(getattr(instructor, key), example, key)
+        except TemplateFailed as error:
+            named = ("lai", "instructor", "example") if instructor.example else ("lai", "instructor", "sample_schema")
+            raise ConfigError(f"{where(*named)}: the {key} template does not fit a sample of this shape ({error.message})") from None
 
 
 def resolve_schema(sample_schema: dict[str, Any]) -> dict[str, Any]:
