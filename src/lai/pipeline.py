@@ -11,7 +11,6 @@ previous one trained.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from lai.answering import LoadedTarget
-from lai.config import RunConfig, build_config, dump_config
+from lai.config import RunConfig, dump_config
 from lai.cost_estimate import estimate_bill
 from lai.embedding import build_embedder
-from lai.errors import ConfigError
 from lai.instructor import InstructRequest
 from lai.instructor.ledger import cost_of
 from lai.instructor.runner import final_records
@@ -39,6 +37,7 @@ from lai.ray_cluster import ray_scorer
 from lai.records import Attempt, GeneratedSample, Sample
 from lai.report.html import write_html
 from lai.report.markdown import write_report
+from lai.resume import TASK_FILES, check_resumable, task_fingerprints
 from lai.scoring import accuracy, summarize
 from lai.selection import Pools, control_ids
 from lai.store import (
@@ -46,7 +45,6 @@ from lai.store import (
     atomic_write_json,
     atomic_write_text,
     eval_file,
-    read_json,
     read_jsonl,
     read_records,
     to_jsonl,
@@ -58,54 +56,6 @@ from lai.train import TRAINERS
 from lai.train.base import training_example
 
 log = logging.getLogger(__name__)
-
-
-def check_resumable(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
-    """Refuse to mix two experiments in one run directory; return the allowed changes.
-
-    What the run is must not change; how it is run may (:mod:`lai.resume`).
-    """
-    import yaml
-
-    from lai.resume import compare
-
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
-        return {}
-    saved = yaml.safe_load(saved_path.read_text()) or {}
-    if isinstance(saved, dict):  # a run saved before paths were absolute: they meant the working folder
-        from lai.config import resolve_paths
-
-        saved = resolve_paths(saved, Path.cwd())
-    # Compare as validated configs: a run saved by an older lai lacks keys added since, and
-    # their defaults must not count as a change. A saved file that no longer validates is
-    # compared as written (and differs).
-    with contextlib.suppress(ConfigError):
-        saved = build_config(saved, source=str(saved_path)).model_dump(mode="json")
-    allowed = compare(saved, config.model_dump(mode="json"), where=str(run_dir))
-    before = read_json(run_dir / TASK_FILES, default=None)
-    if isinstance(before, dict):
-        now = task_fingerprints(config)
-        changed = sorted(name for name in before.keys() & now.keys() if before[name] != now[name])
-        if changed:
-            raise ConfigError(
-                f"{run_dir} was started with other versions of task file(s) {', '.join(changed)} "
-                "(the task file or its data changed since)",
-                hint="put the task file back as it was to resume, or pass a new --run-dir",
-            )
-    return allowed
-
-
-#: A run's task files' fingerprints (lai.tasks.from_file.fingerprint), checked on resume.
-TASK_FILES = "task_files.json"
-
-
-def task_fingerprints(config: RunConfig) -> dict[str, str]:
-    """Name -> fingerprint of every task-file task the run uses (its pools and benchmarks)."""
-    from lai.tasks.from_file import fingerprint
-
-    names = {pool.task for pool in config.select.pools} | {bench.task for bench in config.evaluate.benchmarks}
-    return {name: digest for name in sorted(names) if (digest := fingerprint(name)) is not None}
 
 
 class Pipeline:

@@ -55,7 +55,7 @@ def preflight(config: RunConfig, run_dir: Path, *, online: bool = False) -> list
     """
     notes = check_run_dir(run_dir)
     if (Path(run_dir) / "config.yaml").is_file():
-        from lai.pipeline import check_resumable  # a resume with another config is refused now
+        from lai.resume import check_resumable  # a resume with another config is refused now
 
         check_resumable(Path(run_dir), config)
     check_models(config)

@@ -15,10 +15,16 @@ match the config.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from lai.config import RunConfig, build_config, resolve_paths
 from lai.errors import ConfigError
+from lai.store import read_json
 
 #: Dotted config keys (or prefixes) that say how a run is carried out, not what it is.
 HOW_TO_RUN: tuple[str, ...] = (
@@ -89,3 +95,45 @@ def compare(saved: dict[str, Any], current: dict[str, Any], where: str = "the ru
             )
         allowed["iterations"] = [before, after]
     return allowed
+
+
+def check_resumable(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
+    """Refuse to mix two experiments in one run directory; return the allowed changes.
+
+    What the run is must not change; how it is run may (:func:`compare`); nor may the task files it uses.
+    """
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return {}
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    if isinstance(saved, dict):  # a run saved before paths were absolute: they meant the working folder
+        saved = resolve_paths(saved, Path.cwd())
+    # Compare as validated configs: a run saved by an older lai lacks keys added since, and
+    # their defaults must not count as a change. A saved file that no longer validates is
+    # compared as written (and differs).
+    with contextlib.suppress(ConfigError):
+        saved = build_config(saved, source=str(saved_path)).model_dump(mode="json")
+    allowed = compare(saved, config.model_dump(mode="json"), where=str(run_dir))
+    before = read_json(run_dir / TASK_FILES, default=None)
+    if isinstance(before, dict):
+        now = task_fingerprints(config)
+        changed = sorted(name for name in before.keys() & now.keys() if before[name] != now[name])
+        if changed:
+            raise ConfigError(
+                f"{run_dir} was started with other versions of task file(s) {', '.join(changed)} "
+                "(the task file or its data changed since)",
+                hint="put the task file back as it was to resume, or pass a new --run-dir",
+            )
+    return allowed
+
+
+#: A run's task files' fingerprints (lai.tasks.from_file.fingerprint), checked on resume.
+TASK_FILES = "task_files.json"
+
+
+def task_fingerprints(config: RunConfig) -> dict[str, str]:
+    """Name -> fingerprint of every task-file task the run uses (its pools and benchmarks)."""
+    from lai.tasks.from_file import fingerprint
+
+    names = {pool.task for pool in config.select.pools} | {bench.task for bench in config.evaluate.benchmarks}
+    return {name: digest for name in sorted(names) if (digest := fingerprint(name)) is not None}
