@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lai.errors import DataError
 from lai.records import Sample
 from lai.tasks import TASKS, get_task
 from lai.tasks.from_file import FileTask, forget_user_tasks, register_task_files, task_class
@@ -294,6 +295,15 @@ def test_a_good_task_file_validates(tmp_path: Path) -> None:
     path = write_task(tmp_path)
     assert exit_code(start_forked(["validate", str(path)], tmp_path, tmp_path)) == 0, (tmp_path / "stderr").read_text()
     assert "ok:" in (tmp_path / "stderr").read_text() and "test: 6 rows" in (tmp_path / "stderr").read_text()
+
+
+def test_a_row_without_its_id_field_is_skipped_and_counted_not_numbered(tmp_path: Path) -> None:
+    rows = [{"id": "r0", "q": "What is 1 + 1?", "a": "2"}, {"q": "What is 2 + 1?", "a": "3"}]
+    task = task_class(write_task(tmp_path, rows=rows))()
+    assert [s.id for s in task.load("test")] == ["my_task/test/r0"]  # not "my_task/test/1"
+    assert task.skipped("test") == ["1"]
+    with pytest.raises(DataError, match=r"row 1: no 'id' \(lai.id_field"):
+        task.load("test", strict=True)
 
 
 def test_the_docs_name_every_key() -> None:

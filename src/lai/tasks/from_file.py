@@ -133,7 +133,10 @@ class FileTask(Task):
         text = render(self.spec.doc_to_text, row, self.where("doc_to_text")).strip()
         if not text:  # a question of nothing: the target would be scored on an empty prompt
             raise TemplateFailed(f"{self.where('doc_to_text')}: renders empty")
-        native = row.get(lai.id_field, index) if lai.id_field else index
+        if lai.id_field and row.get(lai.id_field) in (None, ""):
+            # Numbering this row instead would mix two id schemes in one pool.
+            raise DataError(f"{self.name}/{pool} row {index}: no {lai.id_field!r} (lai.id_field of {self.where()})")
+        native = row[lai.id_field] if lai.id_field else index
         meta: dict[str, Any] = {}
         if lai.reference_solution:
             meta["solution"] = render(lai.reference_solution, row, self.where("lai", "reference_solution")).strip()
