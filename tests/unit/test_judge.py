@@ -235,3 +235,11 @@ def test_a_failing_judge_stops_lai_eval_and_a_rerun_with_a_working_one_resumes(s
     assert not (out / "failing_judge.jsonl").read_text().strip()  # no record holds a verdict never given
     summary = evaluate_model("fake-model", ["failing_judge"], out, backend="scripted", judge=JudgeEndpoint(base_url=server.url, model="judge-model"))
     assert summary["tasks"]["failing_judge"]["n"] == 4 and len(server.requests) == 4
+
+
+def test_a_dead_judge_is_named_as_the_judge(tmp_path: Path) -> None:
+    from lai.errors import InstructorError
+
+    dead = JudgeEndpoint(base_url="http://127.0.0.1:9/v1", model="m", max_retries=0, cache_path=str(tmp_path / "c.sqlite"))
+    with pytest.raises(InstructorError, match=r"^lost the judge endpoint http://127\.0\.0\.1:9/v1"):
+        Judge(dead).judge_many([("What is 1 + 1?", "2", "2")])

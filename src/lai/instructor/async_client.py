@@ -144,6 +144,8 @@ class AsyncOpenAIInstructor(Instructor):
         self.cache = RequestCache(cache_path) if cache_path is not None else None
         self.ledger = ledger if ledger is not None else CostLedger()
         self.stage = stage
+        # What the endpoint is to the user, for its error lines: the judge reuses this client.
+        self.role = "judge" if stage == "judge" else "instructor"
         self.iteration = iteration
         self.corrective_retry = corrective_retry
         self._rng = random.Random(jitter_seed)
@@ -378,7 +380,7 @@ class AsyncOpenAIInstructor(Instructor):
                 # Writing failed records for the rest of the stage would lose them; stop
                 # instead, keeping what was written, so a rerun sends only what is missing.
                 raise InstructorError(
-                    f"lost the instructor endpoint {self.base_url} ({error.reason})",
+                    f"lost the {self.role} endpoint {self.base_url} ({error.reason})",
                     hint="records written so far are kept; rerun the same command to resume",
                 ) from None
             return failed_record(
@@ -532,7 +534,7 @@ class AsyncOpenAIInstructor(Instructor):
         """A 200 reply that is not JSON: a proxy, a captive portal or a web server at base_url."""
         kind = kind.split(";")[0] or "a non-JSON reply"
         return InstructorError(
-            f"the instructor at {self.base_url} answered with {kind}, not the JSON of an OpenAI-compatible API",
+            f"the {self.role} at {self.base_url} answered with {kind}, not the JSON of an OpenAI-compatible API",
             hint="point instructor.base_url at the API itself; it usually ends in /v1",
         )
 
@@ -552,12 +554,12 @@ class AsyncOpenAIInstructor(Instructor):
             asyncio.run(probe())
         except openai.AuthenticationError:
             raise InstructorError(
-                f"the instructor at {self.base_url} rejected the API key",
+                f"the {self.role} at {self.base_url} rejected the API key",
                 hint="check instructor.api_key_env",
             ) from None
         except (openai.APIConnectionError, openai.APITimeoutError) as error:
             raise InstructorError(
-                f"the instructor endpoint {self.base_url} is unreachable ({type(error).__name__})",
+                f"the {self.role} endpoint {self.base_url} is unreachable ({type(error).__name__})",
                 hint="start the server, fix instructor.base_url, "
                 "or set instructor.local.enabled: true",
             ) from None
