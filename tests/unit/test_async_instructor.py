@@ -93,6 +93,17 @@ def test_retry_after_is_obeyed() -> None:
     assert second - first >= 0.5
 
 
+def test_a_long_wait_for_the_server_is_said(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from lai.instructor import async_client
+
+    monkeypatch.setattr(async_client, "LONG_WAIT_S", 0.4)  # the real threshold is 10 s
+    rid = request(0).id
+    with FaultServer(plan={rid: ["429"]}, retry_after_s=0.5) as server, caplog.at_level("WARNING", "lai"):
+        [record] = run(client(server, backoff_base_s=0.001), [request(0)])
+    assert record.status == "ok"
+    assert any("retry 1 in 0.5 s (the server's Retry-After)" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
 def test_cache_second_run_sends_nothing(tmp_path: Path) -> None:
     requests = [request(i) for i in range(20)]
     with FaultServer(fault_rate=0.2, seed=3, retry_after_s=0.05, hang_s=0.8) as server:

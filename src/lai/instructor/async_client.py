@@ -51,6 +51,9 @@ CORRECTIVE_MESSAGE = (
     '[{"question": "...", "solution": "...", "answer": "..."}]}'
 )
 
+#: A wait before a retry this long (seconds) is logged as a warning, so a stage waiting on
+#: the server does not look hung.
+LONG_WAIT_S = 10.0
 #: The largest Retry-After we obey; a bigger value is more likely a bug than a plan.
 MAX_RETRY_AFTER_S = 300.0
 
@@ -327,9 +330,14 @@ class AsyncOpenAIInstructor(Instructor):
             delay = (
                 failure.retry_after if failure.retry_after is not None else self._backoff(attempt)
             )
-            log.debug(
-                "request %s: %s; retry %d in %.2f s", request.id, failure.reason, attempt + 1, delay
-            )
+            # A long wait is said where a user sees it: a stage that seems stuck is waiting on
+            # the server (a 429's Retry-After), not hung.
+            why = "the server's Retry-After" if failure.retry_after is not None else "back-off"
+            log.log(
+                logging.WARNING if delay >= LONG_WAIT_S else logging.DEBUG,
+                "request %s to the %s: %s; retry %d in %.1f s (%s)",
+                request.id, self.role, failure.reason, attempt + 1, delay, why,
+            )  # fmt: skip
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
