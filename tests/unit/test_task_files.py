@@ -8,6 +8,7 @@ stderr, no traceback.
 
 from __future__ import annotations
 
+import importlib
 import json
 import textwrap
 from collections.abc import Callable, Iterator
@@ -258,21 +259,35 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str]]:
-    import lai.cli  # noqa: F401 - imported once, shared by the forked cases
-    import lai.tasks.from_file  # noqa: F401
+    for module in ("lai.cli", "lai.config", "lai.preflight", "lai.eval_command", "lai.tasks.from_file", "lai.tasks.lm_eval_task"):
+        importlib.import_module(module)  # imported once here, shared by the forked cases
     import lai.tasks.spec as spec
 
-    results, limit = {}, spec.TEMPLATE_LIMIT_S
+    limit = spec.TEMPLATE_LIMIT_S
     spec.TEMPLATE_LIMIT_S = 1.0  # inherited by the forked cases: a template that runs too long stops in 1 s, not 5
-    for case in CASES:  # one at a time: a case may register tasks in its own child only
-        folder = tmp_path_factory.mktemp("case")
-        args = case.make(folder)
-        if args[0] == "eval":
-            args += ["--model", "m", "--backend", "scripted", "--tasks", "my_task", "--out", str(folder / "out")]
-        streams = tmp_path_factory.mktemp("streams")
-        code = exit_code(start_forked(args, folder, streams))
-        results[case.name] = (code, (streams / "stderr").read_text(errors="replace"))
-    spec.TEMPLATE_LIMIT_S = limit
+    # Each case is its own forked child (what it registers stays there), so they run four
+    # at once; each child is waited for by its pid, the oldest first.
+    running: list[tuple[str, int, Path]] = []
+    results: dict[str, tuple[int, str]] = {}
+
+    def reap_oldest() -> None:
+        name, pid, streams = running.pop(0)
+        results[name] = (exit_code(pid), (streams / "stderr").read_text(errors="replace"))
+
+    try:
+        for case in CASES:
+            folder = tmp_path_factory.mktemp("case")
+            args = case.make(folder)
+            if args[0] == "eval":
+                args += ["--model", "m", "--backend", "scripted", "--tasks", "my_task", "--out", str(folder / "out")]
+            streams = tmp_path_factory.mktemp("streams")
+            if len(running) >= 4:
+                reap_oldest()
+            running.append((case.name, start_forked(args, folder, streams), streams))
+    finally:  # whatever happened, no child is left behind
+        while running:
+            reap_oldest()
+        spec.TEMPLATE_LIMIT_S = limit
     return results
 
 
