@@ -14,33 +14,19 @@ import pytest
 from lai.config import build_config
 from lai.pipeline import Pipeline
 from lai.tasks.from_file import forget_user_tasks, register_task_files
+from tests.unit.test_judge import TASK_FILE  # llm_judge first, then exact match
 
 pytestmark = pytest.mark.slow  # starts a server process
 
 REPO = Path(__file__).resolve().parents[2]
 STAND_IN = REPO / "tests" / "helpers" / "fake_vllm_server.py"
-TASK_FILE = """\
-task: judged_locally
-output_type: generate_until
-dataset_path: json
-dataset_kwargs:
-  data_files: {test: test.jsonl}
-test_split: test
-doc_to_text: "{{ question }}"
-doc_to_target: "{{ answer }}"
-filter_list:
-  - name: whole
-    filter: [{function: whole}]
-metric_list:
-  - metric: llm_judge
-"""
 VERDICT = json.dumps({"reasoning": "the stand-in accepts every answer", "verdict": "correct"})
 
 
 def test_the_local_instructor_judges_the_evaluate_stage_and_stops_after(tmp_path: Path) -> None:
     folder = tmp_path / "tasks"
     folder.mkdir()
-    (folder / "judged_locally.yaml").write_text(TASK_FILE)
+    (folder / "judged_locally.yaml").write_text(TASK_FILE.replace("judged_sums", "judged_locally"))
     (folder / "test.jsonl").write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(5)))
     register_task_files([folder])
     try:
