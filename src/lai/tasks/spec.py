@@ -348,23 +348,27 @@ def read_spec(path: Path) -> tuple[TaskSpec, Where]:
     return spec, where
 
 
-def _surrogate_at(value: Any, path: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+def _surrogate_at(value: Any, path: tuple[Any, ...] = (), seen: set[int] | None = None) -> tuple[Any, ...] | None:
     """The key path of the first string with a lone surrogate (YAML's "\\ud800" makes one;
-    it cannot be written as UTF-8, so a run would fail on it halfway), else None."""
+    it cannot be written as UTF-8, so a run would fail on it halfway), else None.
+
+    Each list or mapping is walked once: YAML aliases share one object, and a file of
+    nested aliases (a "billion laughs") would otherwise be walked billions of times."""
+    seen = set() if seen is None else seen
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             return path
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if (found := _surrogate_at(key, path) if isinstance(key, str) else None) is not None:
+    elif isinstance(value, dict | list):
+        if id(value) in seen:
+            return None
+        seen.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and (found := _surrogate_at(key, path, seen)) is not None:
                 return found
-            if (found := _surrogate_at(item, (*path, key))) is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            if (found := _surrogate_at(item, (*path, index))) is not None:
+            if (found := _surrogate_at(item, (*path, key), seen)) is not None:
                 return found
     return None
 
