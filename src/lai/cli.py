@@ -130,10 +130,6 @@ def run(
     from lai.preflight import preflight
 
     preflight(cfg, run_dir)  # data, models, URLs, the run dir: before anything is loaded or paid
-    from lai.judge import use_instructor
-
-    # A task scored by llm_judge asks the run's instructor (when it is an endpoint, not a local server).
-    use_instructor(cfg.instructor, cfg.instructor.cache_path or run_dir / "instructor_cache.sqlite")
     if dry_run:
         with Progress(*_columns(), console=console) as progress:
             bill = Pipeline(cfg, run_dir, RichProgress(progress)).dry_run()

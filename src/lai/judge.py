@@ -13,7 +13,8 @@ Which endpoint judges, first match wins:
 
 1. the metric entry's own ``base_url`` and ``model`` (``api_key_env`` for a key);
 2. the process default, :func:`set_default_endpoint`: ``lai eval --judge-base-url URL
-   --judge-model NAME``, or :func:`use_instructor` with a run's instructor settings;
+   --judge-model NAME``, or in ``lai run`` the run's instructor while a stage scores
+   (:meth:`lai.instructor.session.InstructorSession.judging`);
 3. the environment: ``LAI_JUDGE_BASE_URL``, ``LAI_JUDGE_MODEL``, ``LAI_JUDGE_API_KEY_ENV``.
 
 Without one, the first verdict asked for is a one-line error saying how to give one.
@@ -91,23 +92,6 @@ def set_default_endpoint(endpoint: JudgeEndpoint | None) -> None:
     """The endpoint a metric without its own ``base_url`` uses (None: forget it)."""
     global _default
     _default = endpoint
-
-
-def use_instructor(instructor: Any, cache_path: Path | str | None = None) -> bool:
-    """Judge with a run's instructor (``instructor.base_url``, ``model``, ``api_key_env``,
-    ``structured_output``), when it is a remote endpoint; False when it has none (a local
-    server lives only while lai starts it for a stage)."""
-    base_url = getattr(instructor, "base_url", None)
-    if not base_url:
-        return False
-    set_default_endpoint(
-        JudgeEndpoint(
-            base_url=base_url, model=instructor.model, api_key_env=getattr(instructor, "api_key_env", None),
-            structured_output=getattr(instructor, "structured_output", "json_schema"),
-            cache_path=str(cache_path) if cache_path else None,
-        )
-    )  # fmt: skip
-    return True
 
 
 def resolve_endpoint(options: dict[str, Any]) -> JudgeEndpoint:

@@ -38,23 +38,28 @@ class InstructorSession:
 
     @contextlib.contextmanager
     def judging(self, tasks: Iterable[Task]) -> Iterator[None]:
-        """While a stage scores ``tasks``: when one asks the default LLM judge and the
-        instructor is a local server (which otherwise lives only while a stage sends), start
-        it and make it the judge, so a task file's ``llm_judge`` works offline too. Its
-        verdicts go through the run's request cache, so a rerun does not ask again."""
-        local = self.config.instructor.local
-        if not local.enabled or not any(task.asks_default_judge() for task in tasks):
+        """While a stage scores ``tasks``: when one asks the default LLM judge, the run's
+        instructor judges. A local server (which otherwise lives only while a stage sends)
+        is started for the stage, so a task file's ``llm_judge`` works offline too; a
+        remote endpoint is asked with the run's key. Verdicts go through the run's request
+        cache, so a rerun does not ask again."""
+        cfg = self.config.instructor
+        if not (cfg.local.enabled or cfg.base_url) or not any(task.asks_default_judge() for task in tasks):
             yield
             return
         from lai import judge
 
-        with LocalInstructorServer(local, self.store.root / "logs" / "instructor_server.log") as server:
+        with ExitStack() as stack:
+            if cfg.local.enabled:
+                server = stack.enter_context(LocalInstructorServer(cfg.local, self.store.root / "logs" / "instructor_server.log"))
+                base_url, model, key = server.base_url, server.model_alias, None
+            else:
+                base_url, model, key = cfg.base_url, cfg.model, cfg.api_key_env
             previous = judge.default_endpoint()
             judge.set_default_endpoint(
                 judge.JudgeEndpoint(
-                    base_url=server.base_url, model=server.model_alias, api_key_env=None,
-                    structured_output=self.config.instructor.structured_output,
-                    cache_path=str(self.config.instructor.cache_path or self.store.root / "instructor_cache.sqlite"),
+                    base_url=base_url, model=model, api_key_env=key, structured_output=cfg.structured_output,
+                    cache_path=str(cfg.cache_path or self.store.root / "instructor_cache.sqlite"),
                 )
             )  # fmt: skip
             try:
