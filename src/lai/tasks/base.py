@@ -93,13 +93,21 @@ class Task(ABC):
         A row the task cannot read is skipped and counted (:meth:`skipped`), unless
         ``strict``, when it stops the load.
         """
-        rows, origin = load_pool_rows(self.name, pool, self.pools[pool], path=path, data_dir=data_dir)
         skipped: list[str] = []
-        samples = self.read_rows(rows, pool, origin, strict=strict, skipped=skipped)
+        samples = self.read_pool(pool, path=path, data_dir=data_dir, strict=strict, skipped=skipped)
         self.__dict__.setdefault("_skipped", {})[pool] = skipped
         if seed is not None:
             random.Random(seed).shuffle(samples)
         return samples[:limit] if limit else samples
+
+    def read_pool(
+        self, pool: str, *, path: Path | None, data_dir: Path | None, strict: bool, skipped: list[str]
+    ) -> list[Sample]:
+        """Every sample of ``pool``, in file order; the ids of rows it could not read go
+        into ``skipped``. Where the rows come from is the part a task may override (task
+        files, BBH's subtasks, lm-eval's documents); :meth:`load` does the rest."""
+        rows, origin = load_pool_rows(self.name, pool, self.pools[pool], path=path, data_dir=data_dir)
+        return self.read_rows(rows, pool, origin, strict=strict, skipped=skipped)
 
     def read_rows(
         self, rows: list[dict[str, Any]], pool: str, origin: str, *, strict: bool = False, skipped: list[str]

@@ -23,7 +23,6 @@ macro average (the usual BBH headline number).
 
 from __future__ import annotations
 
-import random
 import re
 from functools import cache
 from pathlib import Path
@@ -177,17 +176,10 @@ class BBH(Task):
     def __init__(self) -> None:
         self._cot_prompts: dict[str, str] = {}  # subtask -> official prompt, filled by load()
 
-    def load(
-        self,
-        pool: str,
-        *,
-        path: Path | None = None,
-        data_dir: Path | None = None,
-        limit: int | None = None,
-        seed: int | None = None,
-        strict: bool = False,
+    def read_pool(
+        self, pool: str, *, path: Path | None, data_dir: Path | None, strict: bool, skipped: list[str]
     ) -> list[Sample]:
-        """Load every subtask (or, with ``path``, one file named after its subtask)."""
+        """Read every subtask (or, with ``path``, one file named after its subtask)."""
         source = self.pools[pool]
         folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
         prompts_dir = folder / "bbh" / "cot-prompts" if folder else None
@@ -219,7 +211,6 @@ class BBH(Task):
                 for s in SUBTASKS
             }
         samples: list[Sample] = []
-        skipped: list[str] = []
         for subtask, rows in by_subtask.items():
             if rows:
                 self._cot_prompts[subtask] = read_cot_prompt(prompts_dir / f"{subtask}.txt")
@@ -227,10 +218,7 @@ class BBH(Task):
                 [{**row, "subtask": subtask} for row in rows], pool, f"{self.name}/{subtask}",
                 strict=strict, skipped=skipped,
             )  # fmt: skip
-        self.__dict__.setdefault("_skipped", {})[pool] = skipped
-        if seed is not None:
-            random.Random(seed).shuffle(samples)
-        return samples[:limit] if limit else samples
+        return samples
 
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:
         subtask = str(row["subtask"])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import random
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,15 +75,8 @@ class FileTask(Task):
 
     # ---- data -------------------------------------------------------------------------
 
-    def load(
-        self,
-        pool: str,
-        *,
-        path: Path | None = None,
-        data_dir: Path | None = None,
-        limit: int | None = None,
-        seed: int | None = None,
-        strict: bool = False,
+    def read_pool(
+        self, pool: str, *, path: Path | None, data_dir: Path | None, strict: bool, skipped: list[str]
     ) -> list[Sample]:
         if pool not in self.pools:
             raise ConfigError(f"task {self.name} has no pool {pool!r}; it has {list(self.pools)}")
@@ -98,7 +90,6 @@ class FileTask(Task):
         missing = [f for f in self.spec.lai.required_fields if rows and f not in rows[0]]
         if missing:
             raise DataError(f"{origin}: rows have no field {missing[0]!r} (lai.required_fields of {self.where()})")
-        skipped: list[str] = []
         samples = self.read_rows(rows, pool, origin, strict=strict, skipped=skipped)
         seen: set[str] = set()
         for sample in samples:  # records, resume and the paired test are keyed by id: two rows must not share one
@@ -108,10 +99,7 @@ class FileTask(Task):
                     hint="give every row its own id, or drop lai.id_field to number the rows",
                 )
             seen.add(sample.id)
-        self.__dict__.setdefault("_skipped", {})[pool] = skipped
-        if seed is not None:
-            random.Random(seed).shuffle(samples)
-        return samples[:limit] if limit else samples
+        return samples
 
     def read_rows(
         self, rows: list[dict[str, Any]], pool: str, origin: str, *, strict: bool = False, skipped: list[str]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -296,15 +295,8 @@ class LmEvalTask(Task):
 
     # ---- reading documents ----------------------------------------------------------
 
-    def load(
-        self,
-        pool: str,
-        *,
-        path: Path | None = None,
-        data_dir: Path | None = None,
-        limit: int | None = None,
-        seed: int | None = None,
-        strict: bool = False,
+    def read_pool(
+        self, pool: str, *, path: Path | None, data_dir: Path | None, strict: bool, skipped: list[str]
     ) -> list[Sample]:
         """The pool's documents as samples (lm-eval reads the data; ``path`` and
         ``data_dir`` do not apply: lm-eval's ``dataset_kwargs`` say where the data is)."""
@@ -318,10 +310,7 @@ class LmEvalTask(Task):
                 self._docs[sample_id] = (doc, arguments)
                 samples.append(self._sample(sample_id, doc, arguments))
             self._samples[pool] = samples
-        samples = list(self._samples[pool])
-        if seed is not None:
-            random.Random(seed).shuffle(samples)
-        return samples[:limit] if limit else samples
+        return list(self._samples[pool])
 
     def to_sample(self, row: dict[str, Any], index: int, pool: str) -> Sample:
         raise NotImplementedError("lm-eval reads the rows of an lm-eval task")
