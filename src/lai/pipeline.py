@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from lai.quality.diagnoses import group_by_diagnosis
 from lai.quality.parse import drop_reasons, parse_records
 from lai.quality.verify import apply_resolve, local_checks, resolve_requests
 from lai.ray_cluster import ray_scorer
-from lai.records import Attempt, GeneratedSample, Sample
+from lai.records import Attempt, GeneratedSample
 from lai.report.html import write_html
 from lai.report.markdown import write_report
 from lai.resume import TASK_FILES, check_resumable, task_fingerprints
@@ -51,7 +51,6 @@ from lai.store import (
 )
 from lai.strategies import STRATEGIES
 from lai.strategies.base import Strategy
-from lai.tasks.base import Task
 from lai.train import TRAINERS
 from lai.train.base import training_example
 
@@ -147,7 +146,7 @@ class Pipeline:
 
     def collect(self, k: int, model: str) -> dict[str, Any]:
         selected = self.pools.selected(read_jsonl(self.store.path(k, "selection.jsonl")))
-        with self.instructor.judging(self._tasks_of(selected)):
+        with self.instructor.judging(self.pools.tasks_of(selected).values()):
             attempts = self.target.answer(model, k, selected, self.store.path(k, "collect.jsonl"), "collect")
         stats = accuracy(attempts)
         return {**stats, "wrong": stats["n"] - stats["correct"]}
@@ -173,7 +172,7 @@ class Pipeline:
     def parse(self, k: int) -> dict[str, Any]:
         records = list(final_records(self.store.path(k, "instruct.jsonl")).values())
         sources = {a.id: a.question for a in read_records(self.store.path(k, "collect.jsonl"), Attempt)}
-        tasks = {r.task: self.pools.task(r.task) for r in records}
+        tasks = self.pools.tasks_of(records)
         samples = parse_records(records, tasks, sources, k, check_format=self.config.verify.format)
         samples += read_records(self.store.path(k, "direct.jsonl"), GeneratedSample)
         out = self.store.path(k, "generated.jsonl")
@@ -189,7 +188,7 @@ class Pipeline:
         """The checks of :mod:`lai.quality.verify`: the local ones first, then re-solving,
         whose requests go through the same resumable session as the instruct stage's."""
         samples = read_records(self.store.path(k, "generated.jsonl"), GeneratedSample)
-        tasks = {s.task: self.pools.task(s.task) for s in samples}
+        tasks = self.pools.tasks_of(samples)
         before = sum(s.kept for s in samples)
         cfg = self.config.verify
         embedder = functools.cache(lambda: build_embedder(self.config.checks_embedder, embedding_cache()))
@@ -232,7 +231,7 @@ class Pipeline:
     def evaluate(self, k: int, model: str) -> dict[str, Any]:
         scores = {}
         benchmarks = self.pools.benchmarks()
-        with self.instructor.judging(self._tasks_of(s for _, rows in benchmarks.values() for s in rows)):
+        with self.instructor.judging(self.pools.tasks_of(s for _, rows in benchmarks.values() for s in rows).values()):
             for key, (bench, samples) in benchmarks.items():
                 out = self.store.path(k, eval_file(key))
                 scores[key] = summarize(self.target.answer(model, k, samples, out, f"evaluate {key}", bench))
@@ -257,7 +256,7 @@ class Pipeline:
         targeted = {s.error_id for s in samples if s.kept and s.error_id}
         index = {s.id: s for s in self.pools.selected(read_jsonl(self.store.path(k, "selection.jsonl")))}
         asked = [index[a.id] for a in errors]
-        with self.instructor.judging(self._tasks_of(asked)):
+        with self.instructor.judging(self.pools.tasks_of(asked).values()):
             again = self.target.answer(model, k, asked, self.store.path(k, "retest.jsonl"), "retest")
         fixed = {a.id for a in again if a.correct}
         groups = {
@@ -272,9 +271,6 @@ class Pipeline:
         embedder = build_embedder(self.config.checks_embedder, embedding_cache())
         atomic_write_json(self.store.path(k, "diagnoses.json"), group_by_diagnosis(errors, samples, fixed, embedder))
         return {"model": model, **summary}
-
-    def _tasks_of(self, samples: Iterable[Sample]) -> list[Task]:
-        return [self.pools.task(name) for name in sorted({s.task for s in samples})]
 
     # ---- what the instruct stage asks of the strategy -------------------------------
 
@@ -299,12 +295,12 @@ class Pipeline:
 
     def plan_requests(self, k: int) -> list[InstructRequest]:
         attempts = self._attempts_for_strategy(k)
-        return self.strategy(k).plan(attempts, {a.task: self.pools.task(a.task) for a in attempts})
+        return self.strategy(k).plan(attempts, self.pools.tasks_of(attempts))
 
     def _direct(self, k: int, strategy: Strategy) -> dict[str, Any]:
         """Baselines without an instructor: real rows, written where parse will read them."""
         attempts = self._attempts_for_strategy(k)
-        tasks = {a.task: self.pools.task(a.task) for a in attempts}
+        tasks = self.pools.tasks_of(attempts)
         samples = strategy.direct_samples(attempts, tasks, self.pools.unselected())
         atomic_write_text(self.store.path(k, "direct.jsonl"), to_jsonl(samples))
         return {"control_errors": self._control_count(k), "requests": 0, "direct_samples": len(samples)}

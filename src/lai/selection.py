@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ class Pools:
         if name not in self.tasks:
             self.tasks[name] = get_task(name)
         return self.tasks[name]
+
+    def tasks_of(self, items: Iterable[Any]) -> dict[str, Task]:
+        """The tasks of some samples, attempts or records (anything with a ``task`` name)."""
+        return {name: self.task(name) for name in sorted({item.task for item in items})}
 
     def rows(self, task: str, pool: str, path: Path | None) -> list[Sample]:
         key = (task, pool, path)

@@ -51,7 +51,7 @@ class InstructorSession:
 
         with ExitStack() as stack:
             if cfg.local.enabled:
-                server = stack.enter_context(LocalInstructorServer(cfg.local, self.store.root / "logs" / "instructor_server.log"))
+                server = stack.enter_context(self._local_server())
                 base_url, model, key = server.base_url, server.model_alias, None
             else:
                 base_url, model, key = cfg.base_url, cfg.model, cfg.api_key_env
@@ -91,12 +91,7 @@ class InstructorSession:
         if todo:
             with ExitStack() as stack:
                 waiting = self._waiting(stack, k, stage)
-                local = self.config.instructor.local
-                server = (
-                    stack.enter_context(LocalInstructorServer(local, self.store.root / "logs" / "instructor_server.log"))
-                    if local.enabled
-                    else None
-                )
+                server = stack.enter_context(self._local_server()) if self.config.instructor.local.enabled else None
                 instructor = self._client(stack, k, stage=stage, server=server)
                 instructor.check()
                 waiting.close()
@@ -106,6 +101,10 @@ class InstructorSession:
                     max_cost=self.config.instructor.max_cost, label=f"iteration {k}: {stage}",
                 ))  # fmt: skip
         return self._final(requests, out, stage)
+
+    def _local_server(self) -> LocalInstructorServer:
+        """The local instructor server (started by ``with``), its log in the run's logs/."""
+        return LocalInstructorServer(self.config.instructor.local, self.store.root / "logs" / "instructor_server.log")
 
     def _client(self, stack: ExitStack, k: int, stage: str, server: LocalInstructorServer | None) -> Instructor:
         """The instructor client for one stage; ``server`` is the local server when there is one."""
