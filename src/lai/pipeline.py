@@ -68,10 +68,11 @@ class Pipeline:
         self.progress = progress or NullProgress()
         run_dir.mkdir(parents=True, exist_ok=True)
         self._hold_run_dir(run_dir)
-        changes = check_resumable(run_dir, config)
+        fingerprints = task_fingerprints(config)  # each task file and its data read once
+        changes = check_resumable(run_dir, config, fingerprints)
         config_text = dump_config(config)
         atomic_write_text(run_dir / "config.yaml", config_text)
-        if fingerprints := task_fingerprints(config):
+        if fingerprints:
             atomic_write_json(run_dir / TASK_FILES, fingerprints)
         self.manifest = Manifest(run_dir / "manifest.json", seed=config.seed, config_text=config_text)
         if changes:

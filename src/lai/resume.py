@@ -97,10 +97,11 @@ def compare(saved: dict[str, Any], current: dict[str, Any], where: str = "the ru
     return allowed
 
 
-def check_resumable(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
+def check_resumable(run_dir: Path, config: RunConfig, fingerprints: dict[str, str] | None = None) -> dict[str, list[Any]]:
     """Refuse to mix two experiments in one run directory; return the allowed changes.
 
-    What the run is must not change; how it is run may (:func:`compare`); nor may the task files it uses.
+    What the run is must not change; how it is run may (:func:`compare`); nor may the task
+    files it uses (``fingerprints``: :func:`task_fingerprints`, when the caller has them).
     """
     saved_path = run_dir / "config.yaml"
     if not saved_path.exists():
@@ -116,7 +117,7 @@ def check_resumable(run_dir: Path, config: RunConfig) -> dict[str, list[Any]]:
     allowed = compare(saved, config.model_dump(mode="json"), where=str(run_dir))
     before = read_json(run_dir / TASK_FILES, default=None)
     if isinstance(before, dict):
-        now = task_fingerprints(config)
+        now = task_fingerprints(config) if fingerprints is None else fingerprints
         changed = sorted(name for name in before.keys() & now.keys() if before[name] != now[name])
         if changed:
             raise ConfigError(
